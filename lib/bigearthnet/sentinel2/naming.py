@@ -1,0 +1,97 @@
+"""Sentinel-2 product names and BigEarthNet patch names (v1 and v2/reBEN)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from bigearthnet.errors import ProductNameError
+
+_PRODUCT_RE = re.compile(
+    r"^(?P<mission>S2[A-D])_(?P<level>MSIL2A)_(?P<datatake>\d{8}T\d{6})_"
+    r"(?P<baseline>N\d{4})_(?P<orbit>R\d{3})_(?P<tile>T\d{2}[C-X][A-Z]{2})_"
+    r"(?P<discriminator>\d{8}T\d{6})$"
+)
+_SUFFIXES = (".SAFE.zip", ".zip", ".SAFE", ".json")
+
+
+@dataclass(frozen=True)
+class ProductName:
+    """The parts of an ESA L2A product name.
+
+    Example: ``S2A_MSIL2A_20170617T113321_N0205_R080_T29UPU_20170617T113319``.
+    """
+
+    mission: str
+    level: str
+    datatake: str
+    baseline: str
+    orbit: str
+    tile: str
+    discriminator: str
+
+    @property
+    def name(self) -> str:
+        """The full product name (no ``.SAFE`` suffix)."""
+        return "_".join(
+            (self.mission, self.level, self.datatake, self.baseline, self.orbit, self.tile,
+             self.discriminator)
+        )
+
+    @property
+    def sensing_time(self) -> datetime:
+        """Datatake sensing start, UTC."""
+        return datetime.strptime(self.datatake, "%Y%m%dT%H%M%S").replace(tzinfo=timezone.utc)
+
+    @property
+    def utm_zone(self) -> int:
+        """UTM zone number of the tile."""
+        return int(self.tile[1:3])
+
+    def patch_name_v1(self, col: int, row: int) -> str:
+        """BigEarthNet v1 patch name: ``S2A_MSIL2A_20170617T113321_36_85``.
+
+        Not unique when one datatake covers several tiles; see ``patch_name_v2``.
+        """
+        return f"{self.mission}_{self.level}_{self.datatake}_{col}_{row}"
+
+    def patch_name_v2(self, col: int, row: int) -> str:
+        """reBEN (v2) patch name, the unique key:
+        ``S2A_MSIL2A_20170613T101031_N9999_R022_T33UUP_26_57``."""
+        return f"{self.mission}_{self.level}_{self.datatake}_N9999_{self.orbit}_{self.tile}_{col}_{row}"
+
+
+def strip_suffix(name: str) -> str:
+    """Remove ``.SAFE``, ``.zip`` or ``.json`` from a file or folder name."""
+    for suffix in _SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def parse_product_name(name: str, source: str | None = None) -> ProductName:
+    """Parse an L2A product name.
+
+    Args:
+        name: the product name, with or without ``.SAFE`` / ``.zip``.
+        source: the file the name came from, for the error message.
+
+    Raises:
+        ProductNameError: the name does not follow ``MMM_MSIL2A_YYYYMMDDTHHMMSS_Nxxxx_ROOO_Txxxxx_…``.
+    """
+    base = strip_suffix(name.rsplit("/", 1)[-1])
+    match = _PRODUCT_RE.match(base)
+    if match is None:
+        where = f" (from {source})" if source else ""
+        raise ProductNameError(
+            f"cannot parse Sentinel-2 L2A product name {name!r}{where}: expected "
+            "'S2A_MSIL2A_20170617T113321_N0205_R080_T29UPU_20170617T113319'. Rename the product "
+            "as ESA names it, or fix the STAC item's id / s2:product_uri."
+        )
+    parts = match.groupdict()
+    try:
+        datetime.strptime(parts["datatake"], "%Y%m%dT%H%M%S")
+    except ValueError as exc:
+        raise ProductNameError(f"invalid datatake time in product name {name!r}: {exc}") from exc
+    return ProductName(**parts)
