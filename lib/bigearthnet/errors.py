@@ -77,3 +77,69 @@ def error_from_name(name: str, message: str) -> BigEarthNetError:
     """Rebuild a named error (sent back from an executor as name + message)."""
     cls = ERROR_TYPES.get(name, BigEarthNetError)
     return cls(message)
+
+
+# --- train: metrics and models -------------------------------------------------------------
+
+
+@register
+class MetricInputError(BigEarthNetError, ValueError):
+    """Labels or scores given to a metric have the wrong shape, dtype or values."""
+
+
+@register
+class ModelInputError(BigEarthNetError, ValueError):
+    """A model received a batch of the wrong shape (channels or patch size)."""
+
+
+@register
+class UnknownModelError(BigEarthNetError, ValueError):
+    """A model name is not one of the supported architectures."""
+
+
+@register
+class WeightsUnavailableError(BigEarthNetError, FileNotFoundError):
+    """Pretrained weights are neither in the local torch hub cache nor at the given path."""
+
+
+@register
+class WeightsIncompatibleError(BigEarthNetError, ValueError):
+    """A weights file does not match the architecture it is loaded into."""
+
+
+@register
+class RasterFormatError(BigEarthNetError, ValueError):
+    """A band file has an unexpected data type, band count or resolution."""
+
+
+# --- clc / labeling / quality / splits -----------------------------------------------------
+
+
+@register
+class ClcReadError(BigEarthNetError, OSError):
+    """A CORINE Land Cover file exists but cannot be opened or read by GDAL/OGR."""
+
+
+@register
+class ClcSchemaError(BigEarthNetError, ValueError):
+    """A CORINE Land Cover layer lacks the expected code column (``Code_18``) or a CRS."""
+
+
+@register
+class UnknownClcCodeError(BigEarthNetError, ValueError):
+    """A CORINE Land Cover polygon carries a code outside the CLC 2018 Level-3 nomenclature."""
+
+
+@register
+class UnknownLabelError(BigEarthNetError, ValueError):
+    """A class name is not part of the requested label nomenclature (43 or 19 classes)."""
+
+
+@register
+class LabelingInputError(BigEarthNetError, ValueError):
+    """Arrays given to a labeling, quality or split function disagree in length or shape."""
+
+
+@register
+class SplitListError(BigEarthNetError, ValueError):
+    """Official split lists are inconsistent (one patch name in several split files)."""

@@ -1,0 +1,182 @@
+"""The ONE definition of the patch table: names, Arrow types, tensor shapes and band order.
+
+Writer (Spark tasks), readers (torch loader, Petastorm interop) and the manifest all derive from
+``PATCH_SCHEMA``. Tensor columns hold fixed-shape, little-endian, C-order raw bytes; their dtype
+and shape are declared here and stored as JSON in the Parquet key-value metadata (key
+``bigearthnet.schema``) and in ``manifest.json``. Nothing is ever pickled.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from bigearthnet.sentinel2.bands import GROUPS
+
+SCHEMA_KEY = b"bigearthnet.schema"
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Column:
+    """A scalar (non-tensor) column."""
+
+    name: str
+    arrow_type: pa.DataType
+    description: str
+    nullable: bool = False
+
+    def to_json(self) -> dict:
+        """JSON description of the column."""
+        return {"name": self.name, "kind": "scalar", "arrow_type": str(self.arrow_type),
+                "nullable": self.nullable, "description": self.description}
+
+
+@dataclass(frozen=True)
+class TensorColumn:
+    """A fixed-shape tensor stored as raw little-endian bytes in a binary column."""
+
+    name: str
+    dtype: str  # numpy dtype string, little-endian, e.g. "<u2"
+    shape: tuple[int, ...]
+    description: str
+    bands: tuple[str, ...] = field(default=())
+
+    @property
+    def arrow_type(self) -> pa.DataType:
+        """Arrow storage type (binary)."""
+        return pa.binary()
+
+    @property
+    def nullable(self) -> bool:
+        """Tensor columns are never null."""
+        return False
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes per value."""
+        return int(np.prod(self.shape)) * np.dtype(self.dtype).itemsize
+
+    def to_json(self) -> dict:
+        """JSON description of the column."""
+        return {"name": self.name, "kind": "tensor", "arrow_type": "binary", "dtype": self.dtype,
+                "shape": list(self.shape), "bands": list(self.bands), "order": "C",
+                "description": self.description}
+
+    def decode(self, array: pa.Array) -> np.ndarray:
+        """Zero-copy view of a binary Arrow array as ``(n, *shape)``; no per-row Python.
+
+        Raises:
+            ValueError: if the values do not all have the declared size.
+        """
+        array = array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+        n = len(array)
+        if n == 0:
+            return np.empty((0, *self.shape), dtype=self.dtype)
+        if array.null_count:
+            raise ValueError(f"tensor column {self.name} holds nulls")
+        offsets = np.frombuffer(array.buffers()[1], dtype=np.int32, count=n + 1, offset=array.offset * 4)
+        start = int(offsets[0])
+        if int(offsets[-1]) - start != n * self.nbytes or not np.all(np.diff(offsets) == self.nbytes):
+            raise ValueError(f"tensor column {self.name}: values are not {self.nbytes} bytes each")
+        data = np.frombuffer(array.buffers()[2], dtype=np.uint8, count=n * self.nbytes, offset=start)
+        return data.view(np.dtype(self.dtype)).reshape((n, *self.shape))
+
+
+def encode_tensor(values: np.ndarray, column: TensorColumn) -> pa.Array:
+    """Wrap a ``(n, *shape)`` array as a binary Arrow array without copying per row."""
+    expected = np.dtype(column.dtype)
+    if values.shape[1:] != column.shape:
+        raise ValueError(f"{column.name}: shape {values.shape[1:]} != declared {column.shape}")
+    data = np.ascontiguousarray(values, dtype=expected)
+    n = data.shape[0]
+    offsets = (np.arange(n + 1, dtype=np.int64) * column.nbytes)
+    if offsets[-1] > np.iinfo(np.int32).max:
+        raise ValueError(f"{column.name}: {n} values exceed 2 GiB in one batch; read smaller strips")
+    return pa.Array.from_buffers(
+        pa.binary(), n, [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data)]
+    )
+
+
+def _group_column(resolution_m: int) -> TensorColumn:
+    bands = GROUPS[resolution_m]
+    px = 1200 // resolution_m
+    return TensorColumn(
+        f"bands_{resolution_m}m", "<u2", (len(bands), px, px),
+        f"{', '.join(bands)} at {resolution_m} m: uint16 BOA reflectance x 10000, 0 = no data",
+        bands,
+    )
+
+
+BANDS_10M = _group_column(10)
+BANDS_20M = _group_column(20)
+BANDS_60M = _group_column(60)
+SCL_COLUMN = TensorColumn("scl", "|u1", (60, 60), "Sen2Cor scene classification at 20 m", ("SCL",))
+
+TILING_COLUMNS: tuple[Column | TensorColumn, ...] = (
+    Column("patch_id", pa.string(), "reBEN/v2 name, unique: S2A_MSIL2A_<datatake>_N9999_<orbit>_<tile>_<col>_<row>"),
+    Column("patch_id_v1", pa.string(), "BigEarthNet v1 name <mission>_MSIL2A_<datatake>_<col>_<row>; not unique across tiles"),
+    Column("product_id", pa.string(), "source L2A product name"),
+    Column("tile_id", pa.string(), "MGRS tile, e.g. T29UPU"),
+    Column("sensing_time", pa.timestamp("us", tz="UTC"), "datatake sensing start (UTC)"),
+    Column("col", pa.int16(), "patch column from the tile's west edge, from 0"),
+    Column("row", pa.int16(), "patch row from the tile's north edge, from 0"),
+    Column("epsg", pa.int32(), "EPSG code of the tile's UTM CRS"),
+    Column("footprint", pa.binary(), "patch square as WKB in the tile CRS"),
+    BANDS_10M,
+    BANDS_20M,
+    BANDS_60M,
+    SCL_COLUMN,
+    Column("has_nodata", pa.bool_(), "a band or SCL pixel of the patch is 0 (no data)"),
+)
+
+
+@dataclass(frozen=True)
+class PatchSchema:
+    """An ordered set of columns with Arrow/JSON views."""
+
+    columns: tuple[Column | TensorColumn, ...]
+
+    def __getitem__(self, name: str) -> Column | TensorColumn:
+        for col in self.columns:
+            if col.name == name:
+                return col
+        raise KeyError(name)
+
+    @property
+    def names(self) -> list[str]:
+        """Column names in order."""
+        return [c.name for c in self.columns]
+
+    @property
+    def tensors(self) -> list[TensorColumn]:
+        """The tensor columns."""
+        return [c for c in self.columns if isinstance(c, TensorColumn)]
+
+    def to_json(self) -> dict:
+        """The schema as a JSON-serialisable dict."""
+        return {"version": SCHEMA_VERSION, "columns": [c.to_json() for c in self.columns]}
+
+    def to_arrow(self) -> pa.Schema:
+        """Arrow schema with the JSON schema in its key-value metadata."""
+        fields = [pa.field(c.name, c.arrow_type, nullable=c.nullable) for c in self.columns]
+        meta = {SCHEMA_KEY: json.dumps(self.to_json(), sort_keys=True).encode()}
+        return pa.schema(fields, metadata=meta)
+
+
+PATCH_SCHEMA = PatchSchema(TILING_COLUMNS)
+
+
+def tensor_columns_from_metadata(schema: pa.Schema) -> dict[str, TensorColumn]:
+    """Rebuild tensor column specs from a Parquet file's key-value metadata (no pickle)."""
+    meta = schema.metadata or {}
+    if SCHEMA_KEY not in meta:
+        raise ValueError("Parquet file carries no bigearthnet.schema metadata")
+    doc = json.loads(meta[SCHEMA_KEY])
+    return {
+        c["name"]: TensorColumn(c["name"], c["dtype"], tuple(c["shape"]), c["description"], tuple(c["bands"]))
+        for c in doc["columns"] if c["kind"] == "tensor"
+    }

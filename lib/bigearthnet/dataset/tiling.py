@@ -1,0 +1,96 @@
+"""Cut strips of pixels into patches and build the Arrow record batches of the patch table.
+
+Pure functions over numpy arrays; the reader (``sentinel2.reader``) feeds them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import shapely
+
+from bigearthnet.dataset.schema import (
+    BANDS_10M,
+    BANDS_20M,
+    BANDS_60M,
+    PATCH_SCHEMA,
+    SCL_COLUMN,
+    encode_tensor,
+)
+from bigearthnet.sentinel2.bands import NODATA_VALUE
+from bigearthnet.sentinel2.grid import PatchGrid
+from bigearthnet.sentinel2.naming import ProductName
+from bigearthnet.sentinel2.reader import Strip
+
+
+def cut_patches(pixels: np.ndarray, n_rows: int, n_cols: int) -> np.ndarray:
+    """Cut ``(bands, n_rows*px, n_cols*px)`` into ``(n_rows*n_cols, bands, px, px)``.
+
+    Patches come in row-major order (row 0 col 0, row 0 col 1, …).
+
+    Args:
+        pixels: a strip of whole patch rows; a 2-D array is treated as one band.
+        n_rows: patch rows in the strip.
+        n_cols: patch columns in the strip.
+    """
+    squeeze = pixels.ndim == 2
+    if squeeze:
+        pixels = pixels[None]
+    bands, height, width = pixels.shape
+    px = height // n_rows
+    if height != n_rows * px or width != n_cols * px:
+        raise ValueError(f"strip {pixels.shape} is not {n_rows}x{n_cols} whole patches")
+    out = (
+        pixels.reshape(bands, n_rows, px, n_cols, px)
+        .transpose(1, 3, 0, 2, 4)
+        .reshape(n_rows * n_cols, bands, px, px)
+    )
+    out = np.ascontiguousarray(out)
+    return out[:, 0] if squeeze else out
+
+
+def nodata_flags(*patch_arrays: np.ndarray) -> np.ndarray:
+    """True for each patch (axis 0) with a no-data (0) value in any of the arrays."""
+    flags = np.zeros(patch_arrays[0].shape[0], dtype=bool)
+    for arr in patch_arrays:
+        flags |= (arr.reshape(arr.shape[0], -1) == NODATA_VALUE).any(axis=1)
+    return flags
+
+
+def strip_patches(strip: Strip, n_cols: int) -> dict[str, np.ndarray]:
+    """The patch tensors of a strip: ``bands_10m``, ``bands_20m``, ``bands_60m``, ``scl``."""
+    return {
+        BANDS_10M.name: cut_patches(strip.groups[10], strip.n_rows, n_cols),
+        BANDS_20M.name: cut_patches(strip.groups[20], strip.n_rows, n_cols),
+        BANDS_60M.name: cut_patches(strip.groups[60], strip.n_rows, n_cols),
+        SCL_COLUMN.name: cut_patches(strip.scl, strip.n_rows, n_cols),
+    }
+
+
+def tiling_columns(
+    name: ProductName, grid: PatchGrid, epsg: int, row0: int, n_rows: int,
+    patches: dict[str, np.ndarray],
+) -> dict[str, pa.Array]:
+    """All tiling columns of the patch table for one strip, as Arrow arrays."""
+    rows, cols = np.divmod(np.arange(n_rows * grid.n_cols), grid.n_cols)
+    rows = rows + row0
+    n = rows.size
+    left, bottom, right, top = grid.bounds(cols, rows)
+    footprints = shapely.to_wkb(shapely.box(left, bottom, right, top))
+    v2 = [name.patch_name_v2(int(c), int(r)) for c, r in zip(cols, rows)]
+    v1 = [name.patch_name_v1(int(c), int(r)) for c, r in zip(cols, rows)]
+    tensors = {c.name: encode_tensor(patches[c.name], c) for c in PATCH_SCHEMA.tensors}
+    has_nodata = nodata_flags(*patches.values())
+    return {
+        "patch_id": pa.array(v2, pa.string()),
+        "patch_id_v1": pa.array(v1, pa.string()),
+        "product_id": pa.array([name.name] * n, pa.string()),
+        "tile_id": pa.array([name.tile] * n, pa.string()),
+        "sensing_time": pa.array([name.sensing_time] * n, pa.timestamp("us", tz="UTC")),
+        "col": pa.array(cols.astype(np.int16)),
+        "row": pa.array(rows.astype(np.int16)),
+        "epsg": pa.array(np.full(n, epsg, dtype=np.int32)),
+        "footprint": pa.array(list(footprints), pa.binary()),
+        **tensors,
+        "has_nodata": pa.array(has_nodata),
+    }

@@ -1,0 +1,228 @@
+"""Discover Sentinel-2 L2A products and locate their 12 bands and SCL.
+
+Three layouts are understood:
+
+* a ``<name>.SAFE`` folder in ESA's layout (``GRANULE/*/IMG_DATA/R10m|R20m|R60m/*_<band>_<res>.jp2``);
+* the same SAFE zipped (``<name>.zip`` or ``<name>.SAFE.zip``), read through GDAL's ``/vsizip/``
+  without extracting;
+* a STAC item JSON (``"type": "Feature"``) whose assets are COGs (keys ``B02`` … or the Earth
+  Search names ``blue`` …, hrefs relative to the item, absolute paths, or http(s)/s3 URLs).
+
+Discovery lists files only; no pixel is read. It runs on the Spark driver.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import zipfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from bigearthnet.errors import (
+    BigEarthNetError,
+    EmptyInputError,
+    InputNotFoundError,
+    MissingBandError,
+    StacItemError,
+)
+from bigearthnet.sentinel2.bands import BANDS, SCL, STAC_ASSET_ALIASES
+from bigearthnet.sentinel2.naming import parse_product_name
+
+ALL_LAYERS: tuple[str, ...] = tuple(b.name for b in BANDS) + (SCL.name,)
+_RESOLUTION = {b.name: b.resolution_m for b in BANDS} | {SCL.name: SCL.resolution_m}
+
+
+@dataclass(frozen=True)
+class ProductSource:
+    """Where one product's layers are, as GDAL paths.
+
+    Args:
+        product_id: the full L2A product name.
+        kind: ``safe``, ``zip`` or ``stac``.
+        path: the SAFE folder, zip file or STAC item file.
+        layers: layer name (``B01`` … ``B12``, ``SCL``) -> GDAL-readable path.
+    """
+
+    product_id: str
+    kind: str
+    path: str
+    layers: dict[str, str]
+
+    def to_json(self) -> str:
+        """Serialise (sent to Spark tasks as a string)."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @staticmethod
+    def from_json(text: str) -> "ProductSource":
+        """Inverse of ``to_json``."""
+        return ProductSource(**json.loads(text))
+
+
+@dataclass(frozen=True)
+class DiscoveryFailure:
+    """A product that could not be resolved; kept for ``on_error: skip``."""
+
+    path: str
+    error_type: str
+    message: str
+
+
+def _pick_band_file(names: list[str], layer: str, product: str, where: str) -> str:
+    res = _RESOLUTION[layer]
+    pattern = f"*/IMG_DATA/R{res}m/*_{layer}_{res}m.jp2"
+    hits = sorted(n for n in names if fnmatch.fnmatch(n, pattern) and "/GRANULE/" in "/" + n)
+    if not hits:
+        raise MissingBandError(
+            f"product {product}: band {layer} not found in {where} (expected "
+            f"GRANULE/*/IMG_DATA/R{res}m/*_{layer}_{res}m.jp2). Re-download the product or "
+            "remove it from the input folder (on_error: skip builds the others)."
+        )
+    return hits[0]
+
+
+def resolve_safe_dir(path: Path) -> ProductSource:
+    """Locate the layers of an unzipped SAFE product."""
+    name = parse_product_name(path.name, source=str(path))
+    names = [str(p.relative_to(path)) for p in (path / "GRANULE").glob("*/IMG_DATA/R*m/*.jp2")]
+    layers = {
+        layer: str(path / _pick_band_file(names, layer, name.name, str(path)))
+        for layer in ALL_LAYERS
+    }
+    return ProductSource(name.name, "safe", str(path), layers)
+
+
+def resolve_safe_zip(path: Path) -> ProductSource:
+    """Locate the layers of a zipped SAFE product, as ``/vsizip/`` paths."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        from bigearthnet.errors import CorruptRasterError
+
+        raise CorruptRasterError(f"product zip {path} cannot be read ({exc}); re-download it") from exc
+    tops = sorted({n.split("/", 1)[0] for n in names if n.split("/", 1)[0].endswith(".SAFE")})
+    product = tops[0] if tops else path.name
+    name = parse_product_name(product, source=str(path))
+    layers = {
+        layer: f"/vsizip/{path.resolve()}/{_pick_band_file(names, layer, name.name, str(path))}"
+        for layer in ALL_LAYERS
+    }
+    return ProductSource(name.name, "zip", str(path), layers)
+
+
+def _href_to_gdal(href: str, item_path: Path) -> str:
+    if href.startswith(("http://", "https://")):
+        return "/vsicurl/" + href
+    if href.startswith("s3://"):
+        return "/vsis3/" + href[5:]
+    if href.startswith("file://"):
+        href = href[7:]
+    p = Path(href)
+    return str(p if p.is_absolute() else (item_path.parent / p).resolve())
+
+
+def resolve_stac_item(path: Path, item: dict | None = None) -> ProductSource:
+    """Locate the layers of a STAC item with COG assets."""
+    if item is None:
+        try:
+            item = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise StacItemError(f"STAC item {path} cannot be read as JSON: {exc}") from exc
+    props = item.get("properties") or {}
+    raw_name = props.get("s2:product_uri") or item.get("id") or ""
+    name = parse_product_name(str(raw_name), source=str(path))
+    assets = item.get("assets")
+    if not isinstance(assets, dict):
+        raise StacItemError(f"STAC item {path} (product {name.name}) has no 'assets' mapping")
+    layers: dict[str, str] = {}
+    for layer in ALL_LAYERS:
+        key = next((k for k in STAC_ASSET_ALIASES[layer] if k in assets), None)
+        if key is None:
+            raise MissingBandError(
+                f"product {name.name}: STAC item {path} has no asset for band {layer} "
+                f"(looked for keys {', '.join(STAC_ASSET_ALIASES[layer])})"
+            )
+        href = assets[key].get("href") if isinstance(assets[key], dict) else None
+        if not href:
+            raise StacItemError(f"STAC item {path}: asset {key} has no href")
+        gdal_path = _href_to_gdal(href, path)
+        if not gdal_path.startswith("/vsi") and not os.path.exists(gdal_path):
+            raise MissingBandError(
+                f"product {name.name}: band {layer} file {gdal_path} (asset {key} of {path}) "
+                "does not exist"
+            )
+        layers[layer] = gdal_path
+    return ProductSource(name.name, "stac", str(path), layers)
+
+
+def _is_stac_item(path: Path) -> dict | None:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise StacItemError(f"{path} is not valid JSON ({exc}); remove it or fix it") from exc
+    if isinstance(doc, dict) and doc.get("type") == "Feature" and "assets" in doc:
+        return doc
+    return None
+
+
+def _walk(root: Path):
+    for entry in sorted(root.iterdir()):
+        if entry.is_dir() and entry.name.endswith(".SAFE"):
+            yield "safe", entry
+        elif entry.is_dir():
+            yield from _walk(entry)
+        elif entry.suffix == ".zip":
+            yield "zip", entry
+        elif entry.suffix == ".json":
+            yield "json", entry
+
+
+def discover_products(root: str | Path) -> tuple[list[ProductSource], list[DiscoveryFailure]]:
+    """Find every product under ``root``.
+
+    Returns:
+        The resolved products sorted by product id, and the entries that failed to resolve.
+
+    Raises:
+        InputNotFoundError: ``root`` does not exist.
+        EmptyInputError: ``root`` holds no product at all.
+        BigEarthNetError: a duplicated product id (the same product twice).
+    """
+    root = Path(root)
+    if not root.exists():
+        raise InputNotFoundError(f"input folder {root} does not exist")
+    if root.is_file():
+        candidates = [("zip" if root.suffix == ".zip" else "json" if root.suffix == ".json" else "safe", root)]
+    else:
+        candidates = list(_walk(root))
+    sources: list[ProductSource] = []
+    failures: list[DiscoveryFailure] = []
+    for kind, path in candidates:
+        try:
+            if kind == "safe":
+                sources.append(resolve_safe_dir(path))
+            elif kind == "zip":
+                sources.append(resolve_safe_zip(path))
+            else:
+                item = _is_stac_item(path)
+                if item is not None:
+                    sources.append(resolve_stac_item(path, item))
+        except BigEarthNetError as exc:
+            failures.append(DiscoveryFailure(str(path), type(exc).__name__, str(exc)))
+    if not sources and not failures:
+        raise EmptyInputError(
+            f"no Sentinel-2 L2A product in {root}: expected <name>.SAFE folders, SAFE .zip files "
+            "or STAC item .json files with COG assets"
+        )
+    seen: dict[str, str] = {}
+    for src in sources:
+        if src.product_id in seen:
+            raise BigEarthNetError(
+                f"product {src.product_id} appears twice: {seen[src.product_id]} and {src.path}; "
+                "keep one"
+            )
+        seen[src.product_id] = src.path
+    sources.sort(key=lambda s: s.product_id)
+    return sources, failures

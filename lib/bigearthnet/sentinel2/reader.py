@@ -1,0 +1,157 @@
+"""Open one product's 13 layers, validate their georeferencing, and read patch-row strips.
+
+This is the I/O edge of tiling: it runs inside a Spark task, one product per task, and reads
+strips of patch rows so a full 10980 px tile never sits in memory at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import rasterio
+from rasterio.errors import RasterioError
+from rasterio.windows import Window
+
+from bigearthnet.errors import (
+    CorruptRasterError,
+    GeoreferenceMismatchError,
+    RasterFormatError,
+)
+from bigearthnet.sentinel2.bands import BANDS, GROUPS, SCL
+from bigearthnet.sentinel2.grid import PatchGrid
+from bigearthnet.sentinel2.products import ProductSource
+
+_RES = {b.name: b.resolution_m for b in BANDS} | {SCL.name: SCL.resolution_m}
+_TOLERANCE_M = 1e-6
+
+
+@dataclass
+class Strip:
+    """Pixels of a strip of whole patch rows, per resolution group, as read from disk.
+
+    ``groups[res]`` has shape ``(n_bands, n_rows * px, n_cols * px)`` with the bands of
+    ``GROUPS[res]`` in order; ``scl`` has shape ``(n_rows * 60, n_cols * 60)``.
+    """
+
+    row0: int
+    n_rows: int
+    groups: dict[int, np.ndarray]
+    scl: np.ndarray
+
+
+class OpenProduct(contextlib.AbstractContextManager):
+    """The opened, validated layers of one product.
+
+    Args:
+        source: where the layers are.
+
+    Raises:
+        CorruptRasterError: a layer cannot be opened.
+        RasterFormatError: wrong dtype, band count or resolution.
+        GeoreferenceMismatchError: layers disagree in CRS, origin or extent.
+        TileTooSmallError: the tile holds no whole patch.
+    """
+
+    def __init__(self, source: ProductSource):
+        self.source = source
+        self._datasets: dict[str, rasterio.io.DatasetReader] = {}
+        self._stack = contextlib.ExitStack()
+        try:
+            for layer, path in source.layers.items():
+                self._datasets[layer] = self._stack.enter_context(self._open(layer, path))
+            self.crs, self.epsg, self.grid = self._validate()
+        except BaseException:
+            self._stack.close()
+            raise
+
+    def _open(self, layer: str, path: str):
+        try:
+            return rasterio.open(path)
+        except RasterioError as exc:
+            raise CorruptRasterError(
+                f"product {self.source.product_id}: cannot open {layer} file {path}: {exc}. "
+                "The file is truncated or corrupt; re-download the product."
+            ) from exc
+
+    def _validate(self):
+        pid = self.source.product_id
+        ref = self._datasets["B02"]
+        ref_path = self.source.layers["B02"]
+        crs = ref.crs
+        if crs is None:
+            raise GeoreferenceMismatchError(f"product {pid}: {ref_path} has no CRS")
+        ulx, uly = ref.transform.c, ref.transform.f
+        for layer, ds in self._datasets.items():
+            path = self.source.layers[layer]
+            res = _RES[layer]
+            want_dtype = "uint8" if layer == "SCL" else "uint16"
+            if ds.count != 1 or ds.dtypes[0] != want_dtype:
+                raise RasterFormatError(
+                    f"product {pid}: {layer} file {path} has {ds.count} band(s) of "
+                    f"{ds.dtypes[0]}, expected 1 band of {want_dtype}"
+                )
+            if ds.crs != crs:
+                raise GeoreferenceMismatchError(
+                    f"product {pid}: {layer} file {path} is in {ds.crs}, but B02 "
+                    f"({ref_path}) is in {crs}; all bands of a product must share one CRS"
+                )
+            t = ds.transform
+            if (abs(t.a - res) > _TOLERANCE_M or abs(t.e + res) > _TOLERANCE_M or t.b or t.d):
+                raise GeoreferenceMismatchError(
+                    f"product {pid}: {layer} file {path} has pixel size ({t.a}, {t.e}), "
+                    f"expected ({res}, {-res}) north-up"
+                )
+            if abs(t.c - ulx) > _TOLERANCE_M or abs(t.f - uly) > _TOLERANCE_M:
+                raise GeoreferenceMismatchError(
+                    f"product {pid}: {layer} file {path} starts at ({t.c}, {t.f}) but B02 "
+                    f"({ref_path}) starts at ({ulx}, {uly}); the bands' transforms disagree"
+                )
+        grid = PatchGrid(ulx, uly, ref.width, ref.height)
+        grid.check(f"product {pid} ({ref_path})")
+        for layer, ds in self._datasets.items():
+            px = 1200 // _RES[layer]
+            if ds.width < grid.n_cols * px or ds.height < grid.n_rows * px:
+                raise GeoreferenceMismatchError(
+                    f"product {pid}: {layer} file {self.source.layers[layer]} is "
+                    f"{ds.width}x{ds.height} px, too small for the {grid.n_cols}x{grid.n_rows} "
+                    f"patch grid of B02 ({ref.width}x{ref.height} px)"
+                )
+        epsg = crs.to_epsg()
+        if epsg is None:
+            raise GeoreferenceMismatchError(f"product {pid}: CRS of {ref_path} has no EPSG code")
+        return crs, int(epsg), grid
+
+    def __exit__(self, *exc_info):
+        self._stack.close()
+        return False
+
+    def _read(self, layer: str, row0: int, n_rows: int, out: np.ndarray) -> None:
+        px = 1200 // _RES[layer]
+        window = Window(0, row0 * px, self.grid.n_cols * px, n_rows * px)
+        try:
+            self._datasets[layer].read(1, window=window, out=out)
+        except RasterioError as exc:
+            raise CorruptRasterError(
+                f"product {self.source.product_id}: decoding {layer} file "
+                f"{self.source.layers[layer]} failed ({exc}). The file is truncated or corrupt; "
+                "re-download the product."
+            ) from exc
+
+    def strips(self, strip_rows: int) -> Iterator[Strip]:
+        """Yield strips of ``strip_rows`` patch rows, top to bottom."""
+        n_cols = self.grid.n_cols
+        for row0 in range(0, self.grid.n_rows, strip_rows):
+            n = min(strip_rows, self.grid.n_rows - row0)
+            groups = {}
+            for res, names in GROUPS.items():
+                px = 1200 // res
+                arr = np.empty((len(names), n * px, n_cols * px), dtype=np.uint16)
+                for i, name in enumerate(names):
+                    self._read(name, row0, n, arr[i])
+                groups[res] = arr
+            scl = np.empty((n * 60, n_cols * 60), dtype=np.uint8)
+            self._read("SCL", row0, n, scl)
+            yield Strip(row0, n, groups, scl)

@@ -1,0 +1,189 @@
+"""``bigearthnet build``: the distributed archive build, driven from the Spark driver.
+
+The driver only lists products and collects small summary rows; each Spark task reads one
+product's pixels and writes its Parquet files itself (``dataset.build_task``).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from bigearthnet import __version__
+from bigearthnet.config import BuildConfig
+from bigearthnet.dataset.build_task import SUMMARY_DDL, build_product
+from bigearthnet.dataset.io import check_output, commit_dir, staging_dir, write_json
+from bigearthnet.dataset.schema import PATCH_SCHEMA
+from bigearthnet.errors import BigEarthNetError, BuildFailedError, error_from_name
+from bigearthnet.sentinel2.naming import parse_product_name
+from bigearthnet.sentinel2.products import DiscoveryFailure, ProductSource, discover_products
+from bigearthnet.spark.session import get_session
+
+MANIFEST = "manifest.json"
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the components that shape the output."""
+    import numpy
+    import pyarrow
+    import pyspark
+    import rasterio
+    import shapely
+
+    return {
+        "bigearthnet": __version__, "python": platform.python_version(),
+        "numpy": numpy.__version__, "pyarrow": pyarrow.__version__,
+        "pyspark": pyspark.__version__, "rasterio": rasterio.__version__,
+        "gdal": rasterio.__gdal_version__, "shapely": shapely.__version__,
+    }
+
+
+def check_duplicate_patch_ids(sources: list[ProductSource]) -> None:
+    """Two products of one datatake, orbit and tile (e.g. reprocessed baselines) would give
+    identical v2 patch ids; refuse them before any work."""
+    seen: dict[tuple, str] = {}
+    for src in sources:
+        n = parse_product_name(src.product_id)
+        key = (n.mission, n.datatake, n.orbit, n.tile)
+        if key in seen:
+            raise BigEarthNetError(
+                f"products {seen[key]} and {src.product_id} cover the same datatake and tile "
+                "and would produce identical patch ids; keep one of them"
+            )
+        seen[key] = src.product_id
+
+
+def v1_collisions(summaries: list[dict]) -> dict:
+    """Count v1 names shared by several tiles of one datatake (v1 names lack the tile id)."""
+    by_datatake: dict[str, list[dict]] = defaultdict(list)
+    for s in summaries:
+        n = parse_product_name(s["product_id"])
+        by_datatake[f"{n.mission}_MSIL2A_{n.datatake}"].append(s)
+    names = patches = 0
+    groups = []
+    for key, members in sorted(by_datatake.items()):
+        if len(members) < 2:
+            continue
+        cover: dict[tuple[int, int], int] = defaultdict(int)
+        for s in members:
+            for r in range(s["n_rows"]):
+                for c in range(s["n_cols"]):
+                    cover[(c, r)] += 1
+        shared = [k for k, v in cover.items() if v > 1]
+        if shared:
+            names += len(shared)
+            patches += sum(cover[k] for k in shared)
+            groups.append({"datatake": key, "tiles": sorted(parse_product_name(s["product_id"]).tile
+                                                           for s in members),
+                           "names": len(shared)})
+    return {"names": names, "patches": patches, "groups": groups}
+
+
+def _run_tasks(spark, sources: list[ProductSource], staging: Path, cfg: BuildConfig) -> list[dict]:
+    payload = [s.to_json() for s in sources]
+    cfg_json = cfg.model_dump_json()
+    staging_str = str(staging)
+
+    def run_partition(batches):
+        import pyarrow as pa
+
+        from bigearthnet.config import BuildConfig as _Cfg
+        from bigearthnet.dataset.build_task import SUMMARY_FIELDS
+        from bigearthnet.sentinel2.products import ProductSource as _Src
+
+        task_cfg = _Cfg.model_validate_json(cfg_json)
+        for batch in batches:
+            for task_id in batch.column(0).to_pylist():
+                row = build_product(task_id, _Src.from_json(payload[task_id]), Path(staging_str), task_cfg)
+                yield pa.RecordBatch.from_pylist([row], schema=pa.schema(
+                    [(n, {"long": pa.int64(), "string": pa.string(), "int": pa.int32(),
+                          "double": pa.float64()}[t]) for n, t in SUMMARY_FIELDS]))
+
+    n = len(sources)
+    df = spark.range(0, n, 1, numPartitions=n)
+    rows = df.mapInArrow(run_partition, SUMMARY_DDL).collect()
+    return sorted((r.asDict() for r in rows), key=lambda r: r["task_id"])
+
+
+def run_build(cfg: BuildConfig) -> dict:
+    """Build the dataset described by ``cfg``; return the manifest.
+
+    Raises:
+        BigEarthNetError: a named error for bad input (``on_error: fail``), or
+            BuildFailedError when every product failed.
+    """
+    t0 = time.perf_counter()
+    out = Path(cfg.out).resolve()
+    check_output(out, cfg.overwrite)
+    sources, discovery_failures = discover_products(cfg.products)
+    if discovery_failures and cfg.on_error == "fail":
+        first = discovery_failures[0]
+        raise error_from_name(first.error_type, first.message)
+    check_duplicate_patch_ids(sources)
+    t_discover = time.perf_counter() - t0
+
+    staging = staging_dir(out)
+    staging.mkdir(parents=True)
+    try:
+        spark = get_session(cfg.spark, master=None)
+        t1 = time.perf_counter()
+        summaries = _run_tasks(spark, sources, staging, cfg) if sources else []
+        t_tiling = time.perf_counter() - t1
+        failed = [s for s in summaries if s["status"] != "ok"]
+        if failed and cfg.on_error == "fail":
+            first = failed[0]
+            raise error_from_name(first["error_type"], first["error_message"])
+        ok = [s for s in summaries if s["status"] == "ok"]
+        if not ok:
+            raise BuildFailedError(
+                "no product could be built: "
+                + "; ".join(f"{f.path}: {f.message}" for f in discovery_failures)
+                + "; ".join(f"{s['product_id']}: {s['error_message']}" for s in failed)
+            )
+        manifest = make_manifest(cfg, ok, failed, discovery_failures,
+                                 {"discover_s": t_discover, "tiling_s": t_tiling})
+        write_json(staging / MANIFEST, manifest)
+        (staging / "build_config.json").write_text(cfg.model_dump_json(indent=2) + "\n")
+        commit_dir(staging, out, cfg.overwrite)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    manifest["timings_s"]["total_s"] = time.perf_counter() - t0
+    return manifest
+
+
+def make_manifest(cfg: BuildConfig, ok: list[dict], failed: list[dict],
+                  discovery_failures: list[DiscoveryFailure], timings: dict) -> dict:
+    """The dataset manifest: schema, config, versions, counts, products, failures."""
+    collisions = v1_collisions(ok)
+    failures = [
+        {"path": f.path, "error_type": f.error_type, "message": f.message} for f in discovery_failures
+    ] + [
+        {"product_id": s["product_id"], "error_type": s["error_type"], "message": s["error_message"]}
+        for s in failed
+    ]
+    return {
+        "format": "bigearthnet-patches",
+        "schema": PATCH_SCHEMA.to_json(),
+        "config": json.loads(cfg.model_dump_json()),
+        "versions": package_versions(),
+        "counts": {
+            "products": len(ok),
+            "products_failed": len(failures),
+            "patches_cut": sum(s["n_patches"] for s in ok),
+            "patches_with_nodata": sum(s["n_nodata"] for s in ok),
+            "v1_name_collisions": collisions["names"],
+        },
+        "v1_name_collisions": collisions,
+        "products": [
+            {k: s[k] for k in ("product_id", "n_patches", "n_nodata", "n_cols", "n_rows", "epsg",
+                               "files", "cpu_s", "wall_s", "peak_rss_mb")}
+            for s in ok
+        ],
+        "failures": failures,
+        "timings_s": timings,
+    }
