@@ -26,7 +26,11 @@ class StrictModel(BaseModel):
 class SparkConfig(StrictModel):
     """Where and how Spark runs."""
 
-    master: str = Field("local[*]", description="Spark master URL (local[N], spark://host:7077, …)")
+    master: str | None = Field(
+        None,
+        description="Spark master URL (local[N], spark://host:7077, …); default: the one "
+        "spark-submit or Databricks set, else local[*]",
+    )
     app_name: str = "bigearthnet"
     driver_memory: str = "2g"
     executor_memory: str | None = Field(None, description="only used on clusters")

@@ -27,16 +27,16 @@ def get_session(cfg: SparkConfig | None = None, master: str | None = None):
     ``spark-submit`` / Databricks, then ``cfg.master``.
     """
     os.environ.update(python_env())
-    from pyspark import SparkConf
     from pyspark.sql import SparkSession
 
     cfg = cfg or SparkConfig()
     active = SparkSession.getActiveSession()
     if active is not None and master is None:
         return active
-    preset = SparkConf().get("spark.master", None)  # set by spark-submit
+    # Under spark-submit the JVM is up before Python starts and holds the submitted master.
+    launched_by_submit = "PYSPARK_GATEWAY_PORT" in os.environ
     builder = SparkSession.builder.appName(cfg.app_name)
-    chosen = master or (None if preset else cfg.master)
+    chosen = master or cfg.master or (None if launched_by_submit else "local[*]")
     if chosen:
         builder = builder.master(chosen)
     py = python_env()["PYSPARK_PYTHON"]
