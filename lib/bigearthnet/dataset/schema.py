@@ -167,7 +167,32 @@ class PatchSchema:
         return pa.schema(fields, metadata=meta)
 
 
+MULTI_HOT_43 = TensorColumn("multi_hot_43", "|u1", (43,), "43-class multi-hot, manifest class_orders.labels_43 order")
+MULTI_HOT_19 = TensorColumn("multi_hot_19", "|u1", (19,), "19-class multi-hot, manifest class_orders.labels_19 order")
+REFERENCE_MAP = TensorColumn("reference_map", "<u2", (120, 120), "CLC 2018 code per 10 m pixel (pixel-centre rule), 0 = no CLC")
+
+LABEL_COLUMNS: tuple[Column | TensorColumn, ...] = (
+    Column("labels_43", pa.list_(pa.string()), "CLC Level-3 class names (paper's 43 classes), official order"),
+    Column("labels_19", pa.list_(pa.string()), "reBEN 19-class names, official order"),
+    MULTI_HOT_43,
+    MULTI_HOT_19,
+    Column("clc_codes", pa.list_(pa.string()), "CLC codes present in the patch, ascending"),
+    Column("clc_area_fractions", pa.list_(pa.float32()), "patch area fraction per clc_codes entry"),
+    Column("unlabeled_fraction", pa.float32(), "fraction of pixels with no CLC or no 19-class equivalent"),
+    Column("cloud_fraction", pa.float32(), "SCL 8, 9, 10 fraction"),
+    Column("shadow_fraction", pa.float32(), "SCL 3 fraction"),
+    Column("snow_fraction", pa.float32(), "SCL 11 fraction"),
+    Column("nodata_fraction", pa.float32(), "SCL 0 fraction"),
+    Column("contains_seasonal_snow", pa.bool_(), "snow fraction above the flag threshold"),
+    Column("contains_cloud_or_shadow", pa.bool_(), "cloud + shadow fraction above the flag threshold"),
+)
+
 PATCH_SCHEMA = PatchSchema(TILING_COLUMNS)
+"""The tiling-only patch table (no CLC given)."""
+
+LABELED_PATCH_SCHEMA = PatchSchema(TILING_COLUMNS + LABEL_COLUMNS)
+"""The labeled patch table; files live under ``patches/split=<train|validation|test>/``.
+A ``reference_map`` column is appended when ``reference_maps`` is on."""
 
 
 def tensor_columns_from_metadata(schema: pa.Schema) -> dict[str, TensorColumn]:

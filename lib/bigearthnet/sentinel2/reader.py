@@ -128,11 +128,12 @@ class OpenProduct(contextlib.AbstractContextManager):
         self._stack.close()
         return False
 
-    def _read(self, layer: str, row0: int, n_rows: int, out: np.ndarray) -> None:
+    def _read_rows(self, layer: str, y0: int, y1: int) -> np.ndarray:
+        ds = self._datasets[layer]
         px = 1200 // _RES[layer]
-        window = Window(0, row0 * px, self.grid.n_cols * px, n_rows * px)
+        window = Window(0, y0, self.grid.n_cols * px, y1 - y0)
         try:
-            self._datasets[layer].read(1, window=window, out=out)
+            return ds.read(1, window=window)
         except RasterioError as exc:
             raise CorruptRasterError(
                 f"product {self.source.product_id}: decoding {layer} file "
@@ -141,17 +142,52 @@ class OpenProduct(contextlib.AbstractContextManager):
             ) from exc
 
     def strips(self, strip_rows: int) -> Iterator[Strip]:
-        """Yield strips of ``strip_rows`` patch rows, top to bottom."""
-        n_cols = self.grid.n_cols
+        """Yield strips of ``strip_rows`` patch rows, top to bottom.
+
+        Each layer is read in windows aligned to its internal block rows (JP2 tiles, COG
+        tiles), through a rolling buffer, so every compressed block is decoded exactly once
+        whatever the strip height.
+        """
+        streams = {layer: _RowStream(self, layer) for layer in self._datasets}
         for row0 in range(0, self.grid.n_rows, strip_rows):
             n = min(strip_rows, self.grid.n_rows - row0)
-            groups = {}
-            for res, names in GROUPS.items():
-                px = 1200 // res
-                arr = np.empty((len(names), n * px, n_cols * px), dtype=np.uint16)
-                for i, name in enumerate(names):
-                    self._read(name, row0, n, arr[i])
-                groups[res] = arr
-            scl = np.empty((n * 60, n_cols * 60), dtype=np.uint8)
-            self._read("SCL", row0, n, scl)
-            yield Strip(row0, n, groups, scl)
+            groups = {
+                res: np.stack([streams[name].take(n * (1200 // res)) for name in names])
+                for res, names in GROUPS.items()
+            }
+            yield Strip(row0, n, groups, streams["SCL"].take(n * 60))
+
+
+class _RowStream:
+    """Hands out consecutive pixel rows of one layer, reading whole block rows at a time."""
+
+    def __init__(self, product: OpenProduct, layer: str):
+        self.product = product
+        self.layer = layer
+        ds = product._datasets[layer]
+        px = 1200 // _RES[layer]
+        self.limit = product.grid.n_rows * px  # rows covered by whole patches
+        block_h = ds.block_shapes[0][0] if ds.block_shapes else 256
+        # Read at least ~256 rows at a time for strip-organised (1-row block) files.
+        self.step = block_h if block_h >= 64 else max(256 // block_h, 1) * block_h
+        self.next_y = 0
+        self.buffer: np.ndarray | None = None
+
+    def take(self, n_rows: int) -> np.ndarray:
+        parts = []
+        have = 0 if self.buffer is None else self.buffer.shape[0]
+        if self.buffer is not None:
+            parts.append(self.buffer)
+        while have < n_rows:
+            y1 = min(self.next_y + self.step - (self.next_y % self.step), self.limit)
+            if y1 <= self.next_y:
+                raise CorruptRasterError(
+                    f"product {self.product.source.product_id}: {self.layer} ran out of rows"
+                )
+            chunk = self.product._read_rows(self.layer, self.next_y, y1)
+            self.next_y = y1
+            parts.append(chunk)
+            have += chunk.shape[0]
+        data = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+        self.buffer = data[n_rows:] if data.shape[0] > n_rows else None
+        return data[:n_rows]
