@@ -143,3 +143,26 @@ class LabelingInputError(BigEarthNetError, ValueError):
 @register
 class SplitListError(BigEarthNetError, ValueError):
     """Official split lists are inconsistent (one patch name in several split files)."""
+
+
+# --- dataset loader and batch transforms ----------------------------------------------------
+
+
+@register
+class IncompleteDatasetError(BigEarthNetError, FileNotFoundError):
+    """A dataset folder lacks its ``_SUCCESS`` marker (the build did not finish or failed)."""
+
+
+@register
+class SplitNotFoundError(BigEarthNetError, FileNotFoundError):
+    """A dataset has no ``patches/split=<name>`` folder, or that folder holds no Parquet file."""
+
+
+@register
+class DatasetSchemaError(BigEarthNetError, ValueError):
+    """A dataset file lacks a requested column or declares a tensor shape/dtype we do not expect."""
+
+
+@register
+class StatsError(BigEarthNetError, ValueError):
+    """``stats.json`` lacks a band's mean/std, or a std is not positive."""

@@ -156,9 +156,7 @@ CODE_TO_NAME_19: dict[int, str | None] = {
 }
 """Code -> 19-class name; ``None`` for classes dropped in the 19-class scheme, 999 and 0."""
 
-NAME_43_TO_NAME_19: dict[str, str | None] = {
-    c.name: c.name_19 for c in CLC_CLASSES if c.in_43
-}
+NAME_43_TO_NAME_19: dict[str, str | None] = {c.name: c.name_19 for c in CLC_CLASSES if c.in_43}
 """43-class name -> 19-class name (``None`` when the class is dropped)."""
 
 INDEX_43: dict[str, int] = {n: i for i, n in enumerate(LABELS_43)}
@@ -206,7 +204,9 @@ def multi_hot(names: Iterable[str], order: Sequence[str] | int = 43) -> np.ndarr
     return out
 
 
-def multi_hot_matrix(labels: Sequence[Iterable[str]], order: Sequence[str] | int = 43) -> np.ndarray:
+def multi_hot_matrix(
+    labels: Sequence[Iterable[str]], order: Sequence[str] | int = 43
+) -> np.ndarray:
     """Encode many patches' class names at once.
 
     Args:

@@ -97,7 +97,7 @@ def _parse_codes(column: pa.ChunkedArray | pa.Array, path: str, code_column: str
     elif pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
         stripped = pc.utf8_trim_whitespace(column)
         is_digit = pc.utf8_is_digit(stripped)
-        if not pc.all(is_digit).as_py():
+        if len(stripped) and not pc.all(is_digit).as_py():
             bad = pc.filter(stripped, pc.invert(is_digit)).unique().to_pylist()[:5]
             raise UnknownClcCodeError(
                 f"{path}: {code_column} holds non-numeric CLC code(s) {bad}; expected "
@@ -221,12 +221,20 @@ def read_clc_bbox(
     n_read = table.num_rows
     codes = _parse_codes(table[code_column], path_str, code_column)
     wkb = _geometry_column(table, meta, path_str)
-    geoms = shapely.from_wkb(wkb.to_numpy(zero_copy_only=False))
-    geoms, keep, n_invalid = repair_polygons(geoms)
+    try:
+        original = shapely.from_wkb(wkb.to_numpy(zero_copy_only=False))
+    except shapely.errors.GEOSException as exc:
+        raise ClcReadError(f"{path_str}: corrupt polygon geometry (WKB): {exc}") from exc
+    geoms, keep, n_invalid = repair_polygons(original)
     dropped = int((~keep).sum())
     codes, geoms = codes[keep], geoms[keep]
 
-    idx, out = transform_geometries(geoms, src_crs, dst_crs, clip_bounds=(minx, miny, maxx, maxy))
+    polygonal = np.isin(shapely.get_type_id(original), [int(t) for t in _POLYGONAL])
+    repaired = n_invalid > 0 or dropped > 0 or not polygonal.all()
+    # Untouched geometries go to SedonaDB as the file's own WKB (no re-encoding).
+    idx, out = transform_geometries(
+        geoms if repaired else wkb, src_crs, dst_crs, clip_bounds=(minx, miny, maxx, maxy)
+    )
     codes = codes[idx]
     out, keep2, n_invalid2 = repair_polygons(out)
     dropped += int((~keep2).sum())
@@ -235,7 +243,7 @@ def read_clc_bbox(
         "read": int(n_read),
         "invalid_repaired": n_invalid + n_invalid2,
         "dropped_empty": dropped,
-        "outside": int(len(geoms) - len(idx)),
-        "kept": int(len(out)),
+        "outside": len(geoms) - len(idx),
+        "kept": len(out),
     }
     return codes, out, stats
