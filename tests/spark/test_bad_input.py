@@ -81,7 +81,7 @@ def test_bands_with_disagreeing_transform(spark, world_jp2, tmp_path):
     victim = band_file(products, T29UPU, "B11")
     with rasterio.open(victim) as src:
         profile, data = src.profile, src.read(1)
-    profile["transform"] = profile["transform"] * rasterio.Affine.translation(1, 0)  # 20 m east
+    profile["transform"] = profile["transform"] @ rasterio.Affine.translation(1, 0)  # 20 m east
     with rasterio.open(victim, "w", **profile) as dst:
         dst.write(data, 1)
     assert_fails(products, tmp_path / "ds", GeoreferenceMismatchError, T29UPU, str(victim), "disagree")

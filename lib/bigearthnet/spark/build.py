@@ -101,7 +101,7 @@ def _run_tasks(spark, sources: list[ProductSource], staging: Path, cfg: BuildCon
                 row = build_product(task_id, _Src.from_json(payload[task_id]), Path(staging_str), task_cfg)
                 yield pa.RecordBatch.from_pylist([row], schema=pa.schema(
                     [(n, {"long": pa.int64(), "string": pa.string(), "int": pa.int32(),
-                          "double": pa.float64()}[t]) for n, t in SUMMARY_FIELDS]))
+                          "double": pa.float64(), "binary": pa.binary()}[t]) for n, t in SUMMARY_FIELDS]))
 
     n = len(sources)
     df = spark.range(0, n, 1, numPartitions=n)
