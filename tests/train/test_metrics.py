@@ -221,8 +221,12 @@ def test_known_answer() -> None:
     assert out["samples"]["f1"] == pytest.approx(2.5 / 4)
     assert out["samples"]["f2"] == pytest.approx(2.5 / 4)
     # per class: forest tp1 p1 t2 ; water tp1 p1 t2 ; urban tp2 p3 t2
-    assert out["per_class"]["forest"] == {"precision": 1.0, "recall": 0.5,
-                                          "f1": pytest.approx(2 / 3), "support": 2}
+    assert out["per_class"]["forest"] == {
+        "precision": 1.0,
+        "recall": 0.5,
+        "f1": pytest.approx(2 / 3),
+        "support": 2,
+    }
     assert out["per_class"]["urban"]["precision"] == pytest.approx(2 / 3)
     assert out["per_class"]["urban"]["recall"] == 1.0
     assert out["per_class"]["urban"]["f1"] == pytest.approx(0.8)
@@ -259,8 +263,9 @@ def test_accepts_torch_tensors() -> None:
     ref = m.compute_metrics(y_true, y_score, names)
     got = m.compute_metrics(torch.from_numpy(y_true).bool(), torch.from_numpy(y_score), names)
     assert got == ref
-    got = m.compute_metrics(torch.from_numpy(y_true).float(),
-                            torch.from_numpy(y_score).requires_grad_(), names)
+    got = m.compute_metrics(
+        torch.from_numpy(y_true).float(), torch.from_numpy(y_score).requires_grad_(), names
+    )
     assert got == ref
 
 

@@ -23,12 +23,12 @@ Sample-based scores (the numbers of the paper's Table 4)
     then each is averaged (unweighted mean) over the patches. ``F_beta_i`` equals the harmonic
     form ``(1 + b^2) P R / (b^2 P + R)`` whenever that is defined and is 0 otherwise. Edge cases:
 
-    * a patch with no predicted label has precision 0 (its recall is 0 too, unless it also has
-      no true label, in which case recall is 0 as well);
-    * a patch with no true label has recall 0; its precision is 0 if it predicts anything
-      (every prediction is a false positive) and 0 if it predicts nothing;
-    * a patch with neither true nor predicted labels scores 0 on every metric, it is *not*
-      counted as a perfect prediction and it is *not* skipped (it stays in the denominator).
+    * a patch with no predicted label has precision 0 (0/0), and recall and F 0 (tp = 0);
+    * a patch with no true label has recall 0 (0/0); its precision is 0 too (every prediction
+      is a false positive, or 0/0 if it predicts nothing), and so is F;
+    * a patch with neither true nor predicted labels scores 0 on every metric: it is *not*
+      counted as a perfect prediction and it is *not* skipped (it stays in the denominator of
+      the average over patches).
 
     This is exactly scikit-learn's ``precision_recall_fscore_support(average="samples",
     zero_division=0)`` / ``fbeta_score(..., average="samples", zero_division=0)``.
@@ -137,8 +137,11 @@ def _scores(x: Any, name: str) -> np.ndarray:
     """Validate a finite float score matrix and return it as float64."""
     a = as_numpy(x)
     _check_2d(a, name)
-    if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)
-            or a.dtype == np.bool_):
+    if not (
+        np.issubdtype(a.dtype, np.floating)
+        or np.issubdtype(a.dtype, np.integer)
+        or a.dtype == np.bool_
+    ):
         raise MetricInputError(f"{name} must be numeric, got dtype {a.dtype}")
     a = a.astype(np.float64)
     if not bool(np.isfinite(a).all()):
@@ -165,8 +168,10 @@ def _divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 def _fbeta(tp: np.ndarray, n_true: np.ndarray, n_pred: np.ndarray, beta: float) -> np.ndarray:
     """``(1 + b^2) tp / (b^2 n_true + n_pred)``, 0 where the denominator is 0."""
     b2 = beta * beta
-    return _divide((1.0 + b2) * np.asarray(tp, np.float64),
-                   b2 * np.asarray(n_true, np.float64) + np.asarray(n_pred, np.float64))
+    return _divide(
+        (1.0 + b2) * np.asarray(tp, np.float64),
+        b2 * np.asarray(n_true, np.float64) + np.asarray(n_pred, np.float64),
+    )
 
 
 def _counts(y_true: Any, y_pred: Any, axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -391,9 +396,7 @@ def compute_metrics(
     _same_shape(t, s, "y_true", "y_score")
     names = list(class_names)
     if len(names) != t.shape[1]:
-        raise MetricInputError(
-            f"{len(names)} class names given for {t.shape[1]} label columns"
-        )
+        raise MetricInputError(f"{len(names)} class names given for {t.shape[1]} label columns")
     if len(set(names)) != len(names):
         raise MetricInputError("class_names contains duplicates")
     if not all(isinstance(n, str) for n in names):
