@@ -39,7 +39,7 @@ BUILD = textwrap.dedent("""
     p = m["products"][0]
     import shutil; shutil.rmtree(out)
     print(json.dumps({{"cpu_s": p["cpu_s"], "wall_s": p["wall_s"], "peak_rss_mb": p["peak_rss_mb"],
-                      "patches": p["n_patches"], "stage_wall_s": m["timings_s"]["tiling_s"]}}))
+                      "patches": p["n_patches"], "stage_wall_s": m["timings_s"]["tasks_wall_s"]}}))
 """)
 
 

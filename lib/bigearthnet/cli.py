@@ -37,7 +37,9 @@ def _cmd_build(args: argparse.Namespace) -> int:
     from bigearthnet.spark.build import run_build
 
     overrides = {"products": args.products, "clc": args.clc, "out": args.out,
-                 "on_error": args.on_error, "overwrite": True if args.overwrite else None}
+                 "on_error": args.on_error, "overwrite": True if args.overwrite else None,
+                 "label_rule": args.label_rule, "split": args.split,
+                 "exclude_lists": args.exclude_lists, "official_splits": args.splits_dir}
     if args.master:
         overrides["spark"] = {"master": args.master}
     cfg = resolve(BuildConfig, args.config, overrides)
@@ -74,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--master", help="Spark master URL (default: spark-submit's, else local[*])")
     p.add_argument("--on-error", choices=["fail", "skip"])
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    p.add_argument("--label-rule", choices=["v1", "reben"], help="v1 (paper, default) or reben")
+    p.add_argument("--split", choices=["random", "reben", "official"], help="default random 60/20/20")
+    p.add_argument("--splits-dir", help="folder with the official train/val/test CSVs (--split official)")
+    p.add_argument("--exclude-lists", nargs="+", metavar="CSV",
+                   help="headerless CSVs of v1 names to drop (official snow / cloud lists)")
     p.set_defaults(func=_cmd_build)
     return parser
 

@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bigearthnet.errors import ConfigError
+from bigearthnet.quality import QualityConfig
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -53,6 +54,29 @@ class BuildConfig(StrictModel):
     gdal_threads: int = Field(1, ge=1, description="GDAL_NUM_THREADS inside each task")
     gdal_cache_mb: int = Field(512, ge=16, description="GDAL block cache per task (MB)")
     compression: Literal["zstd", "snappy", "none"] = "zstd"
+    # Labels (used when `clc` is given).
+    label_rule: Literal["v1", "reben"] = Field(
+        "v1", description="v1: CLC classes with intersection area > min_area_m2 (paper, 43 classes); "
+        "reben: rasterized at 10 m, pixel-centre rule, 19 classes"
+    )
+    min_area_m2: float = Field(0.0, ge=0.0, description="v1 rule: minimum intersection area")
+    max_unlabeled_fraction: float = Field(
+        0.25, ge=0.0, le=1.0, description="reben rule: drop a patch at this unlabeled fraction or more"
+    )
+    reference_maps: bool = Field(True, description="store the 120x120 CLC code map per patch")
+    quality: QualityConfig = Field(default_factory=QualityConfig)
+    exclude_lists: list[str] = Field(
+        default_factory=list, description="headerless CSVs of v1 names to drop (official snow/cloud lists)"
+    )
+    split: Literal["random", "reben", "official"] = "random"
+    split_seed: int = 0
+    split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    official_splits: str | None = Field(
+        None, description="folder with train.csv, val.csv, test.csv (or .csv.bz2) of v1 names"
+    )
+    countries: dict[str, str] = Field(
+        default_factory=dict, description="tile id or product id -> country (else the products table)"
+    )
     spark: SparkConfig = Field(default_factory=SparkConfig)
 
 

@@ -145,7 +145,11 @@ def run_build(cfg: BuildConfig) -> dict:
                 + "; ".join(f"{s['product_id']}: {s['error_message']}" for s in failed)
             )
         manifest = make_manifest(cfg, ok, failed, discovery_failures,
-                                 {"discover_s": t_discover, "tiling_s": t_tiling})
+                                 {"discover_s": t_discover, "tasks_wall_s": t_tiling})
+        if cfg.clc is not None:
+            t2 = time.perf_counter()
+            finish_labeled(staging, ok, manifest)
+            manifest["timings_s"]["merge_s"] = time.perf_counter() - t2
         write_json(staging / MANIFEST, manifest)
         (staging / "build_config.json").write_text(cfg.model_dump_json(indent=2) + "\n")
         commit_dir(staging, out, cfg.overwrite)
@@ -154,6 +158,76 @@ def run_build(cfg: BuildConfig) -> dict:
         raise
     manifest["timings_s"]["total_s"] = time.perf_counter() - t0
     return manifest
+
+
+def finish_labeled(staging: Path, ok: list[dict], manifest: dict) -> None:
+    """Merge the tasks' metadata parts and train histograms; add label counts to the manifest."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from bigearthnet.clc.nomenclature import class_orders
+    from bigearthnet.dataset.build_task import METADATA_SCHEMA, labeled_schema
+    from bigearthnet.dataset.stats import BandHistograms
+    from bigearthnet.quality import DROP_REASONS
+
+    parts = sorted((staging / "_parts" / "metadata").glob("*.parquet"))
+    meta = pa.concat_tables([pq.read_table(p) for p in parts]) if parts else METADATA_SCHEMA.empty_table()
+    meta = meta.sort_by("patch_id")
+    pq.write_table(meta, staging / "metadata.parquet")
+    shutil.rmtree(staging / "_parts", ignore_errors=True)
+
+    hist = BandHistograms()
+    for s in ok:
+        if s["histograms"]:
+            hist.merge(BandHistograms.from_bytes(s["histograms"]))
+    n_train = sum(json.loads(s["counts"]).get("kept_train", 0) for s in ok)
+    write_json(staging / "stats.json", {
+        "split": "train", "n_patches": n_train,
+        "note": "per-band statistics of uint16 values at native resolution over the train split; "
+                "percentiles use the inverted-CDF definition",
+        "bands": hist.summary(),
+    })
+
+    counts = manifest["counts"]
+    task_counts: dict[str, int] = defaultdict(int)
+    for s in ok:
+        for k, v in json.loads(s["counts"]).items():
+            task_counts[k] += v
+    reasons = list(DROP_REASONS) + (["not_in_split"] if manifest["config"]["split"] == "official" else [])
+    for r in reasons:
+        counts[f"dropped_{r}"] = task_counts.get(f"dropped_{r}", 0)
+    counts["patches_kept"] = meta.num_rows
+    for split in ("train", "validation", "test"):
+        counts[f"kept_{split}"] = task_counts.get(f"kept_{split}", 0)
+    dropped = sum(counts[f"dropped_{r}"] for r in reasons)
+    if counts["patches_cut"] != counts["patches_kept"] + dropped:
+        raise BuildFailedError(
+            f"internal count mismatch: cut {counts['patches_cut']} != kept {counts['patches_kept']}"
+            f" + dropped {dropped}; please report this"
+        )
+    orders = class_orders()
+    manifest["class_orders"] = orders
+    manifest["drop_reason_order"] = reasons
+    manifest["class_frequencies"] = {}
+    manifest["label_cardinality"] = {}
+    for key, column in (("labels_43", "labels_43"), ("labels_19", "labels")):
+        freq: dict[str, int] = {name: 0 for name in orders[key]}
+        card: dict[str, int] = defaultdict(int)
+        for labels in meta[column].to_pylist():
+            card[str(len(labels))] += 1
+            for name in labels:
+                freq[name] += 1
+        manifest["class_frequencies"][key] = freq
+        manifest["label_cardinality"][key] = dict(sorted(card.items(), key=lambda kv: int(kv[0])))
+    clc: dict[str, int] = defaultdict(int)
+    for s in ok:
+        for k, v in json.loads(s["clc"] or "{}").items():
+            clc[k] += v
+    manifest["clc"] = dict(clc)
+    counts["clc_invalid_repaired"] = clc.get("invalid_repaired", 0)
+    manifest["schema"] = labeled_schema(manifest["config"]["reference_maps"]).to_json()
+    manifest["timings_s"]["label_s"] = sum(s["label_s"] or 0.0 for s in ok)
+    manifest["timings_s"]["tasks_cpu_s"] = sum(s["cpu_s"] for s in ok)
 
 
 def make_manifest(cfg: BuildConfig, ok: list[dict], failed: list[dict],
@@ -180,8 +254,9 @@ def make_manifest(cfg: BuildConfig, ok: list[dict], failed: list[dict],
         },
         "v1_name_collisions": collisions,
         "products": [
-            {k: s[k] for k in ("product_id", "n_patches", "n_nodata", "n_cols", "n_rows", "epsg",
-                               "files", "cpu_s", "wall_s", "peak_rss_mb")}
+            {k: (json.loads(s[k]) if k in ("files", "counts") and s[k] else s[k])
+             for k in ("product_id", "n_patches", "n_nodata", "n_cols", "n_rows", "epsg",
+                       "files", "counts", "cpu_s", "wall_s", "label_s", "peak_rss_mb")}
             for s in ok
         ],
         "failures": failures,
