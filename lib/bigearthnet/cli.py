@@ -52,6 +52,21 @@ def _cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_import_v1(args: argparse.Namespace) -> int:
+    from bigearthnet.config import resolve
+    from bigearthnet.spark.import_v1 import ImportConfig, run_import
+
+    overrides = {"archive": args.archive_dir, "out": args.out, "splits_dir": args.splits_dir,
+                 "exclude_lists": args.exclude_lists, "overwrite": True if args.overwrite else None}
+    if args.master:
+        overrides["spark"] = {"master": args.master}
+    cfg = resolve(ImportConfig, args.config, overrides)
+    manifest = run_import(cfg)
+    print(f"dataset written to {Path(cfg.out).resolve()}")
+    print("  " + ", ".join(f"{k}={v}" for k, v in manifest["counts"].items()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used to document the CLI)."""
     parser = argparse.ArgumentParser(prog="bigearthnet", description=__doc__)
@@ -82,6 +97,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude-lists", nargs="+", metavar="CSV",
                    help="headerless CSVs of v1 names to drop (official snow / cloud lists)")
     p.set_defaults(func=_cmd_build)
+    p = sub.add_parser("import-v1", help="convert a BigEarthNet-S2 v1.0 folder archive to Parquet")
+    p.add_argument("archive_dir")
+    p.add_argument("--out", required=True, help="dataset folder to create")
+    p.add_argument("--splits-dir", help="folder with the official train/val/test CSVs")
+    p.add_argument("--exclude-lists", nargs="+", metavar="CSV",
+                   help="official patches_with_seasonal_snow.csv / patches_with_cloud_and_shadow.csv")
+    p.add_argument("--config", help="YAML file with ImportConfig keys")
+    p.add_argument("--master", help="Spark master URL")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_import_v1)
     return parser
 
 

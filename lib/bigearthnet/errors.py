@@ -166,3 +166,26 @@ class DatasetSchemaError(BigEarthNetError, ValueError):
 @register
 class StatsError(BigEarthNetError, ValueError):
     """``stats.json`` lacks a band's mean/std, or a std is not positive."""
+
+
+@register
+class PatchMetadataError(BigEarthNetError, FileNotFoundError):
+    """A v1 archive patch folder lacks its ``*_labels_metadata.json`` or it is unreadable."""
+
+
+# --- train: loop, checkpoints, distributed runs, evaluation, report ---------------------------
+
+
+@register
+class CheckpointError(BigEarthNetError, ValueError):
+    """A checkpoint is missing, unreadable, or does not belong to the run being resumed."""
+
+
+@register
+class RunNotFoundError(BigEarthNetError, FileNotFoundError):
+    """A training run folder (or its config/checkpoint/evaluation) does not exist."""
+
+
+@register
+class DistributedTrainingError(BigEarthNetError, RuntimeError):
+    """A distributed training process (local DDP or a TorchDistributor task) failed."""

@@ -44,16 +44,12 @@ class TensorColumn:
     shape: tuple[int, ...]
     description: str
     bands: tuple[str, ...] = field(default=())
+    nullable: bool = False
 
     @property
     def arrow_type(self) -> pa.DataType:
         """Arrow storage type (binary)."""
         return pa.binary()
-
-    @property
-    def nullable(self) -> bool:
-        """Tensor columns are never null."""
-        return False
 
     @property
     def nbytes(self) -> int:
@@ -64,7 +60,7 @@ class TensorColumn:
         """JSON description of the column."""
         return {"name": self.name, "kind": "tensor", "arrow_type": "binary", "dtype": self.dtype,
                 "shape": list(self.shape), "bands": list(self.bands), "order": "C",
-                "description": self.description}
+                "nullable": self.nullable, "description": self.description}
 
     def decode(self, array: pa.Array) -> np.ndarray:
         """Zero-copy view of a binary Arrow array as ``(n, *shape)``; no per-row Python.
@@ -191,6 +187,23 @@ PATCH_SCHEMA = PatchSchema(TILING_COLUMNS)
 """The tiling-only patch table (no CLC given)."""
 
 LABELED_PATCH_SCHEMA = PatchSchema(TILING_COLUMNS + LABEL_COLUMNS)
+
+_IMPORT_NULLABLE = {"scl", "clc_area_fractions", "unlabeled_fraction", "cloud_fraction",
+                    "shadow_fraction", "snow_fraction", "nodata_fraction"}
+
+
+def _nullable(col: Column | TensorColumn) -> Column | TensorColumn:
+    if col.name not in _IMPORT_NULLABLE:
+        return col
+    if isinstance(col, TensorColumn):
+        return TensorColumn(col.name, col.dtype, col.shape, col.description + " (null: not in the v1 archive)",
+                            col.bands, nullable=True)
+    return Column(col.name, col.arrow_type, col.description + " (null: not in the v1 archive)", nullable=True)
+
+
+IMPORTED_PATCH_SCHEMA = PatchSchema(tuple(_nullable(c) for c in TILING_COLUMNS + LABEL_COLUMNS))
+"""Patches imported from the BigEarthNet v1 folder archive: no SCL (so no SCL fractions) and no
+CLC areas; flags come from the official snow/cloud lists."""
 """The labeled patch table; files live under ``patches/split=<train|validation|test>/``.
 A ``reference_map`` column is appended when ``reference_maps`` is on."""
 
@@ -202,6 +215,7 @@ def tensor_columns_from_metadata(schema: pa.Schema) -> dict[str, TensorColumn]:
         raise ValueError("Parquet file carries no bigearthnet.schema metadata")
     doc = json.loads(meta[SCHEMA_KEY])
     return {
-        c["name"]: TensorColumn(c["name"], c["dtype"], tuple(c["shape"]), c["description"], tuple(c["bands"]))
+        c["name"]: TensorColumn(c["name"], c["dtype"], tuple(c["shape"]), c["description"],
+                                tuple(c["bands"]), bool(c.get("nullable", False)))
         for c in doc["columns"] if c["kind"] == "tensor"
     }
