@@ -15,14 +15,13 @@ T29UPV = "S2A_MSIL2A_20170717T113321_N0205_R080_T29UPV_20170717T113319"
 T29UPA = "S2A_MSIL2A_20170717T113321_N0205_R080_T29UPA_20170717T113319"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def spark():
-    """A local[2] Spark session shared by all tests."""
+    """The shared local[2] Spark session (restarted only if a test switched masters)."""
     from bigearthnet.config import SparkConfig
     from bigearthnet.spark.session import get_session
 
-    session = get_session(SparkConfig(master="local[2]"))
-    yield session
+    return get_session(SparkConfig(master="local[2]"))
 
 
 def synth_world(out: Path, products: list[str], size_px: int, fmt: str = "jp2", seed: int = 0,

@@ -35,9 +35,9 @@ def read_patches(ds: Path):
 
 
 @pytest.fixture(scope="module")
-def built_jp2(spark, world_jp2, tmp_path_factory):
+def built_jp2(world_jp2, tmp_path_factory):
     out = tmp_path_factory.mktemp("built") / "ds_jp2"
-    manifest = build(spark, world_jp2 / "products", out, strip_rows=1)
+    manifest = build(None, world_jp2 / "products", out, strip_rows=1)
     return out, manifest
 
 

@@ -40,7 +40,7 @@ def splits_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def imported(spark, archive, splits_dir, tmp_path_factory):
+def imported(archive, splits_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("imp") / "ds"
     manifest = run_import(ImportConfig(archive=str(archive), out=str(out), splits_dir=str(splits_dir),
                                        patches_per_task=4))

@@ -92,13 +92,13 @@ def oracle_reben(table, clc, world: Path) -> dict[str, tuple[set[str], float, np
 
 
 @pytest.fixture(scope="module")
-def built_v1(spark, world, tmp_path_factory):
+def built_v1(world, tmp_path_factory):
     out = tmp_path_factory.mktemp("v1") / "ds"
     return out, build(world, out, quality=NO_DROPS)
 
 
 @pytest.fixture(scope="module")
-def built_reben(spark, world, tmp_path_factory):
+def built_reben(world, tmp_path_factory):
     out = tmp_path_factory.mktemp("reben") / "ds"
     return out, build(world, out, label_rule="reben", quality=NO_DROPS, max_unlabeled_fraction=1.0)
 

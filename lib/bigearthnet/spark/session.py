@@ -9,7 +9,11 @@ from __future__ import annotations
 import os
 import sys
 
+import logging
+
 from bigearthnet.config import SparkConfig
+
+log = logging.getLogger(__name__)
 
 
 def python_env() -> dict[str, str]:
@@ -30,9 +34,15 @@ def get_session(cfg: SparkConfig | None = None, master: str | None = None):
     from pyspark.sql import SparkSession
 
     cfg = cfg or SparkConfig()
+    wanted = master or cfg.master
     active = SparkSession.getActiveSession()
-    if active is not None and master is None:
-        return active
+    if active is not None:
+        current = active.sparkContext.master
+        if wanted is None or wanted == current:
+            return active
+        # An explicit, different master: the user asked for it, so restart on it.
+        log.warning("stopping the active Spark session on %s to start one on %s", current, wanted)
+        active.stop()
     # Under spark-submit the JVM is up before Python starts and holds the submitted master.
     launched_by_submit = "PYSPARK_GATEWAY_PORT" in os.environ
     builder = SparkSession.builder.appName(cfg.app_name)

@@ -1,0 +1,133 @@
+"""Interop: Petastorm's ``make_batch_reader`` reads our Parquet datasets, byte for byte.
+
+Petastorm 0.13.1 needs pyarrow <= 14 and numpy < 2 (it imports ``pyarrow.filesystem``), which
+cannot live in our environment, so the test builds a separate venv once (cached outside the
+repo; ``BIGEARTHNET_INTEROP_CACHE`` overrides the folder, default ``~/.cache/bigearthnet``)
+and runs the reader there in a subprocess. Petastorm is installed with ``--no-deps``: its
+declared ``pyspark`` dependency is not needed by ``make_batch_reader`` and is a 300 MB download.
+
+Findings (recorded here because they constrain the dataset format):
+- it reads the hive-partitioned ``patches/`` folder whole and yields the ``split`` partition
+  as a string column;
+- tensor columns come back as Python ``bytes`` per row, identical to ours;
+- variable-length list columns (``labels_43``, ``labels_19``, ``clc_codes``,
+  ``clc_area_fractions``) cannot be read by ``make_batch_reader`` ("Length of all values in
+  column ... are expected to be the same length"); Petastorm users read the fixed-size
+  ``multi_hot_*`` tensors instead.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from bigearthnet.dataset.loader import PatchDataset
+from bigearthnet.dataset.schema import LABELED_PATCH_SCHEMA
+
+pytestmark = pytest.mark.interop
+
+PETASTORM = "petastorm==0.13.1"
+PINS = (
+    "pyarrow==14.0.2", "numpy==1.26.4", "pandas==2.1.4",
+    # petastorm's own requirements, minus pyspark
+    "dill==0.4.1", "diskcache==5.6.3", "future==1.0.0", "packaging==26.4", "psutil==7.2.2",
+    "pyzmq==27.3.0", "six==1.17.0", "fsspec==2026.9.0", "setuptools<70",
+)
+NETWORK_ERRORS = (
+    "NewConnectionError", "Max retries exceeded", "Temporary failure in name resolution",
+    "Name or service not known", "Network is unreachable", "ConnectTimeoutError",
+    "ProxyError", "Connection refused",
+)
+TENSORS = [c.name for c in LABELED_PATCH_SCHEMA.tensors]
+SCALARS = ["tile_id", "col", "row", "epsg", "has_nodata"]
+
+READER = r"""
+import hashlib, json, sys
+from petastorm import make_batch_reader
+url, tensors, scalars = sys.argv[1], sys.argv[2].split(","), sys.argv[3].split(",")
+out = {}
+with make_batch_reader(url, schema_fields=["patch_id", "split", *tensors, *scalars], num_epochs=1,
+                       workers_count=1, shuffle_row_groups=False) as reader:
+    for batch in reader:
+        d = batch._asdict()
+        for i, pid in enumerate(d["patch_id"]):
+            row = {"split": str(d["split"][i])}
+            row.update({c: hashlib.sha256(bytes(d[c][i])).hexdigest() for c in tensors})
+            row.update({c: d[c][i].item() if hasattr(d[c][i], "item") else str(d[c][i]) for c in scalars})
+            if str(pid) in out:
+                raise SystemExit(f"duplicate row {pid}")
+            out[str(pid)] = row
+import petastorm, pyarrow, numpy
+print(json.dumps({"versions": {"petastorm": petastorm.__version__, "pyarrow": pyarrow.__version__,
+                               "numpy": numpy.__version__}, "rows": out}))
+"""
+
+
+def _pip(python: Path, *args: str) -> None:
+    proc = subprocess.run([str(python), "-m", "pip", "install", "--disable-pip-version-check",
+                           "--no-input", "--retries", "2", "--timeout", "30", *args], capture_output=True, text=True, timeout=300, check=False)
+    if proc.returncode != 0:
+        output = proc.stdout[-3000:] + proc.stderr[-3000:]
+        if any(marker in output for marker in NETWORK_ERRORS):
+            pytest.skip(f"PyPI is unreachable, cannot build the Petastorm venv: {output[-500:]}")
+        pytest.fail(f"pip install {' '.join(args)} failed:\n{output}")
+
+
+@pytest.fixture(scope="session")
+def petastorm_python() -> Path:
+    """The interpreter of a cached venv holding Petastorm 0.13.1 (built on first use)."""
+    key = hashlib.sha256("\n".join((PETASTORM, *PINS, sys.version)).encode()).hexdigest()[:12]
+    cache = Path(os.environ.get("BIGEARTHNET_INTEROP_CACHE", Path.home() / ".cache" / "bigearthnet"))
+    venv = cache / f"petastorm-0.13.1-{key}"
+    python = venv / "bin" / "python"
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / f".{venv.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time, others wait and reuse it
+        if (venv / ".complete").is_file():
+            return python
+        shutil.rmtree(venv, ignore_errors=True)  # a half-built venv from an interrupted run
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
+        _pip(python, *PINS)
+        _pip(python, "--no-deps", PETASTORM)
+        (venv / ".complete").write_text(json.dumps({"build_s": time.perf_counter() - t0}))
+    return python
+
+
+def test_petastorm_reads_our_dataset(petastorm_python: Path, fake_dataset) -> None:
+    root = fake_dataset.root
+    proc = subprocess.run(
+        [str(petastorm_python), "-c", READER, f"file://{root / 'patches'}", ",".join(TENSORS),
+         ",".join(SCALARS)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    doc = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert doc["versions"] == {"petastorm": "0.13.1", "pyarrow": "14.0.2", "numpy": "1.26.4"}
+    theirs = doc["rows"]
+
+    ours: dict[str, dict] = {}
+    for split, ids in fake_dataset.ids.items():
+        ds = PatchDataset(root, split, ("patch_id", *TENSORS), batch_size=7, shuffle=False)
+        for batch in ds:
+            for i, pid in enumerate(batch["patch_id"]):
+                ours[pid] = {"split": split, **{c: hashlib.sha256(batch[c][i].numpy().tobytes()).hexdigest()
+                                                for c in TENSORS}}
+        for f in fake_dataset.files[split]:
+            for row in pq.read_table(f, columns=["patch_id", *SCALARS]).to_pylist():
+                ours[row.pop("patch_id")].update(row)
+        assert sum(1 for r in ours.values() if r["split"] == split) == len(ids)
+
+    assert sorted(theirs) == sorted(ours)
+    mismatched = [pid for pid in ours if theirs[pid] != ours[pid]]
+    assert not mismatched, (mismatched[:3], theirs[mismatched[0]], ours[mismatched[0]])
