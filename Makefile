@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml requirements.lock scripts/check_java.sh
 	@touch $(STAMP)
 
 demo: setup
-	$(BIN)/bigearthnet demo --workdir $(DEMO_DIR)
+	$(BIN)/bigearthnet run --workdir $(DEMO_DIR)
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -1,4 +1,4 @@
-"""Command-line interface: ``bigearthnet synth | build``.
+"""Command-line interface: ``bigearthnet synth | build | import-v1 | train | evaluate | run``.
 
 The CLI parses arguments, resolves configs and calls the library; nothing else.
 """
@@ -67,6 +67,46 @@ def _cmd_import_v1(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from bigearthnet.config import resolve
+    from bigearthnet.train.config import TrainConfig
+    from bigearthnet.train.loop import train
+
+    cfg = resolve(TrainConfig, args.config, {
+        "dataset": args.dataset, "model": args.model, "out": args.out, "epochs": args.epochs,
+        "nproc": args.nproc, "spark": True if args.spark else None,
+        "resume": True if args.resume else None, "weights": args.weights,
+        "label_set": args.label_set, "batch_size": args.batch_size, "device": args.device,
+        "overwrite": True if args.overwrite else None,
+    })
+    result = train(cfg)
+    print(f"run written to {result['run_dir']}: best epoch {result['best_epoch']}, "
+          f"validation sample-F1 {result['best_val_f1']:.4f} (weights: {result['weights_source']})")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from bigearthnet.train.evaluate import evaluate
+
+    metrics = evaluate(args.run, split=args.split)
+    s = metrics["samples"]
+    print(f"{args.split}: sample P {s['precision']:.4f} R {s['recall']:.4f} F1 {s['f1']:.4f} "
+          f"F2 {s['f2']:.4f}; written to {Path(args.run) / 'eval'}")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from bigearthnet.config import resolve
+    from bigearthnet.pipeline import RunConfig, run
+
+    overrides = {"workdir": args.workdir, "seed": args.seed}
+    if args.master:
+        overrides["spark"] = {"master": args.master}
+    report = run(resolve(RunConfig, args.config, overrides))
+    print(f"report written to {report}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used to document the CLI)."""
     parser = argparse.ArgumentParser(prog="bigearthnet", description=__doc__)
@@ -107,6 +147,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--master", help="Spark master URL")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_import_v1)
+    p = sub.add_parser("train", help="train S-CNN-RGB, S-CNN-All or the Inception baseline")
+    p.add_argument("--dataset", help="dataset folder written by build / import-v1")
+    p.add_argument("--model", choices=["s-cnn-rgb", "s-cnn-all", "inception-v3"])
+    p.add_argument("--out", help="run folder")
+    p.add_argument("--config", help="YAML with TrainConfig keys (e.g. conf/paper.yaml)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int, help="global batch size")
+    p.add_argument("--label-set", choices=["43", "19"])
+    p.add_argument("--nproc", type=int, help="DDP processes (torchrun-style, or TorchDistributor tasks)")
+    p.add_argument("--spark", action="store_true", help="run through TorchDistributor on the Spark master")
+    p.add_argument("--resume", action="store_true", help="continue a killed run from its last checkpoint")
+    p.add_argument("--weights", help="Inception weights: 'imagenet' (local torch cache) or a file")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="score a run on a split; writes RUN/eval/")
+    p.add_argument("--run", required=True)
+    p.add_argument("--split", default="test", choices=["train", "validation", "test"])
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("run", help="the main job: synth, build, train the 3 models, evaluate, report")
+    p.add_argument("--workdir", help="work folder (default: demo)")
+    p.add_argument("--config", help="YAML with RunConfig keys")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--master", help="Spark master URL")
+    p.set_defaults(func=_cmd_run)
     return parser
 
 
