@@ -53,7 +53,12 @@ class BuildConfig(StrictModel):
     )
     gdal_threads: int = Field(1, ge=1, description="GDAL_NUM_THREADS inside each task")
     gdal_cache_mb: int = Field(512, ge=16, description="GDAL block cache per task (MB)")
-    compression: Literal["zstd", "snappy", "none"] = "zstd"
+    compression: Literal["zstd", "snappy", "none"] = Field(
+        "zstd", description="Parquet codec of the scalar columns"
+    )
+    tensor_compression: Literal["none", "zstd", "snappy"] = Field(
+        "none", description="codec of the pixel tensor columns (none: fastest loading)"
+    )
     # Labels (used when `clc` is given).
     label_rule: Literal["v1", "reben"] = Field(
         "v1", description="v1: CLC classes with intersection area > min_area_m2 (paper, 43 classes); "

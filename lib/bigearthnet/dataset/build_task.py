@@ -79,8 +79,10 @@ def peak_rss_mb() -> float:
 class _SplitWriters:
     """One Parquet file per split value, opened lazily."""
 
-    def __init__(self, root: Path, product_id: str, schema: pa.Schema, compression: str):
-        self.root, self.product_id, self.schema, self.compression = root, product_id, schema, compression
+    def __init__(self, root: Path, product_id: str, schema: pa.Schema, compression: str,
+                 tensor_compression: str = "none"):
+        self.root, self.product_id, self.schema = root, product_id, schema
+        self.compression, self.tensor_compression = compression, tensor_compression
         self.stack = ExitStack()
         self.paths: dict[str, Path] = {}
         self.writers: dict[str, object] = {}
@@ -94,7 +96,7 @@ class _SplitWriters:
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / f"{self.product_id}.parquet.inprogress"
             self.paths[split] = path
-            self.writers[split] = self.stack.enter_context(parquet_writer(path, self.schema, self.compression))
+            self.writers[split] = self.stack.enter_context(parquet_writer(path, self.schema, self.compression, self.tensor_compression))
         self.writers[split].write_batch(batch, row_group_size=batch.num_rows)
 
     def commit(self) -> list[str]:
@@ -250,7 +252,8 @@ def build_product(task_id: int, source: ProductSource, staging: Path, cfg: Build
     labeled = cfg.clc is not None
     schema = (labeled_schema(cfg.reference_maps) if labeled else PATCH_SCHEMA)
     arrow_schema = schema.to_arrow()
-    writers = _SplitWriters(staging / "patches", source.product_id, arrow_schema, cfg.compression)
+    writers = _SplitWriters(staging / "patches", source.product_id, arrow_schema, cfg.compression,
+                            cfg.tensor_compression)
     meta_path = staging / "_parts" / "metadata" / f"{source.product_id}.parquet"
     meta_tables: list[pa.Table] = []
     counts: Counter = Counter()

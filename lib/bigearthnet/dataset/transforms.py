@@ -80,6 +80,21 @@ def band_mean_std(stats: Mapping, bands: tuple[str, ...]) -> tuple[list[float], 
     return means, stds
 
 
+def to_float32(raw: torch.Tensor, device: torch.device, widen: bool | None = None) -> torch.Tensor:
+    """Move an integer tensor to ``device`` and convert it to float32 there.
+
+    ``torch.uint16`` is a "barebones" dtype with few kernels off the CPU, so on other devices
+    (``widen=None``: any device but the CPU) its bytes travel as int16 and are widened there
+    (int32, & 0xFFFF), which every backend supports. The transfer stays 2 bytes per value.
+    """
+    if widen is None:
+        widen = device.type != "cpu"
+    if raw.dtype == torch.uint16 and widen:
+        wide = raw.view(torch.int16).to(device, non_blocking=True).to(torch.int32)
+        return wide.bitwise_and_(0xFFFF).to(torch.float32)
+    return raw.to(device, non_blocking=True).to(torch.float32)
+
+
 class BatchTransform:
     """Normalise, upsample and select bands of a whole batch on one device.
 
@@ -155,7 +170,7 @@ class BatchTransform:
                 raise DatasetSchemaError(
                     f"batch column {col} has shape {tuple(raw.shape)}, expected (B, {len(GROUPS[res])}, {px}, {px})"
                 )
-            x = raw.to(self.device, non_blocking=True).to(torch.float32)
+            x = to_float32(raw, self.device)
             if index != list(range(len(GROUPS[res]))):
                 x = x[:, index]
             x = (x - mean) / std
