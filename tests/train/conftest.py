@@ -37,9 +37,9 @@ from bigearthnet.sentinel2.bands import BAND_NAMES, GROUPS
 SUBSET_SCHEMA = PatchSchema((LABELED_PATCH_SCHEMA["patch_id"], BANDS_10M, BANDS_20M, BANDS_60M,
                              MULTI_HOT_43, MULTI_HOT_19))
 LAYOUT: dict[str, list[list[int]]] = {
-    "train": [[16, 16, 16], [16, 16, 16]],
-    "validation": [[16, 16], [16]],
-    "test": [[24, 24]],
+    "train": [[16, 16], [16, 16]],
+    "validation": [[8, 8], [8]],
+    "test": [[8, 8]],
 }
 ACTIVE = ("B04", "B03", "B02")  # class k <-> band ACTIVE[k] bright; class 3 <-> none bright
 
@@ -116,8 +116,9 @@ def write_learnable_dataset(root: Path, layout: dict[str, list[list[int]]] | Non
         out.labels[split] = np.concatenate(labels)
     bands = {}
     for band, (s, s2, n) in sums.items():
-        mean = s / n
-        bands[band] = {"mean": mean, "std": max((s2 / n - mean * mean) ** 0.5, 1.0)}
+        mean = s / n if n else 1500.0
+        std = max((s2 / n - mean * mean) ** 0.5, 1.0) if n else 500.0
+        bands[band] = {"mean": mean, "std": std}
     (root / "stats.json").write_text(json.dumps({"split": "train", "bands": bands}))
     (root / "manifest.json").write_text(json.dumps({
         "class_orders": {"labels_43": out.class_names,
@@ -130,14 +131,30 @@ def write_learnable_dataset(root: Path, layout: dict[str, list[list[int]]] | Non
 
 
 def tiny_config(dataset: Path, out: Path, **overrides):
-    """A TrainConfig that trains S-CNN-RGB on the learnable dataset in a few seconds."""
+    """A TrainConfig that trains S-CNN-RGB on the learnable dataset in a few seconds.
+
+    With these settings (16 steps of 4 patches per epoch) the validation sample F1 rises from
+    ~0.5 after epoch 1 to ~0.8 after epoch 3; the best constant prediction scores ~0.6.
+    """
     from bigearthnet.train.config import TrainConfig
 
     base = {"dataset": str(dataset), "out": str(out), "model": "s-cnn-rgb", "epochs": 3,
-            "batch_size": 16, "lr": 0.05, "momentum": 0.9, "fc_width": 16, "seed": 7,
-            "num_workers": 0, "buffer_size": 32, "device": "cpu", "progress": False}
+            "label_set": "19", "batch_size": 4, "lr": 0.03, "momentum": 0.9, "fc_width": 16,
+            "seed": 7, "num_workers": 0, "buffer_size": 32, "device": "cpu", "progress": False}
     base.update(overrides)
     return TrainConfig(**base)
+
+
+@pytest.fixture(scope="session")
+def make_config():
+    """The :func:`tiny_config` factory (test modules cannot import this conftest by name)."""
+    return tiny_config
+
+
+@pytest.fixture(scope="session")
+def make_dataset():
+    """The :func:`write_learnable_dataset` writer."""
+    return write_learnable_dataset
 
 
 @pytest.fixture(scope="session")

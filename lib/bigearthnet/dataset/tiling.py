@@ -51,20 +51,34 @@ def cut_patches(pixels: np.ndarray, n_rows: int, n_cols: int) -> np.ndarray:
 
 def nodata_flags(*patch_arrays: np.ndarray) -> np.ndarray:
     """True for each patch (axis 0) with a no-data (0) value in any of the arrays."""
+    if NODATA_VALUE != 0:
+        raise ValueError("nodata_flags relies on 0 being the smallest unsigned value")
     flags = np.zeros(patch_arrays[0].shape[0], dtype=bool)
     for arr in patch_arrays:
-        flags |= (arr.reshape(arr.shape[0], -1) == NODATA_VALUE).any(axis=1)
+        flags |= arr.reshape(arr.shape[0], -1).min(axis=1) == 0  # no boolean temporary
     return flags
+
+
+def cut_group(bands: list[np.ndarray], n_rows: int, n_cols: int) -> np.ndarray:
+    """Cut same-resolution band strips straight into ``(n_patches, n_bands, px, px)``.
+
+    One copy per band, without stacking the strips first.
+    """
+    px = bands[0].shape[0] // n_rows
+    out = np.empty((n_rows * n_cols, len(bands), px, px), dtype=bands[0].dtype)
+    for i, band in enumerate(bands):
+        out[:, i] = band.reshape(n_rows, px, n_cols, px).transpose(0, 2, 1, 3).reshape(-1, px, px)
+    return out
 
 
 def strip_patches(strip: Strip, n_cols: int) -> dict[str, np.ndarray]:
     """The patch tensors of a strip: ``bands_10m``, ``bands_20m``, ``bands_60m``, ``scl``."""
-    return {
-        BANDS_10M.name: cut_patches(strip.groups[10], strip.n_rows, n_cols),
-        BANDS_20M.name: cut_patches(strip.groups[20], strip.n_rows, n_cols),
-        BANDS_60M.name: cut_patches(strip.groups[60], strip.n_rows, n_cols),
-        SCL_COLUMN.name: cut_patches(strip.scl, strip.n_rows, n_cols),
+    out = {
+        col.name: cut_group([strip.bands[b] for b in col.bands], strip.n_rows, n_cols)
+        for col in (BANDS_10M, BANDS_20M, BANDS_60M)
     }
+    out[SCL_COLUMN.name] = cut_patches(strip.scl, strip.n_rows, n_cols)
+    return out
 
 
 def tiling_columns(

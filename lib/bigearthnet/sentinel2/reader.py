@@ -30,15 +30,15 @@ _TOLERANCE_M = 1e-6
 
 @dataclass
 class Strip:
-    """Pixels of a strip of whole patch rows, per resolution group, as read from disk.
+    """Pixels of a strip of whole patch rows, per band, as read from disk.
 
-    ``groups[res]`` has shape ``(n_bands, n_rows * px, n_cols * px)`` with the bands of
-    ``GROUPS[res]`` in order; ``scl`` has shape ``(n_rows * 60, n_cols * 60)``.
+    ``bands[name]`` has shape ``(n_rows * px, n_cols * px)`` at the band's native resolution
+    (px = 120, 60 or 20); ``scl`` has shape ``(n_rows * 60, n_cols * 60)``.
     """
 
     row0: int
     n_rows: int
-    groups: dict[int, np.ndarray]
+    bands: dict[str, np.ndarray]
     scl: np.ndarray
 
 
@@ -151,11 +151,11 @@ class OpenProduct(contextlib.AbstractContextManager):
         streams = {layer: _RowStream(self, layer) for layer in self._datasets}
         for row0 in range(0, self.grid.n_rows, strip_rows):
             n = min(strip_rows, self.grid.n_rows - row0)
-            groups = {
-                res: np.stack([streams[name].take(n * (1200 // res)) for name in names])
-                for res, names in GROUPS.items()
+            bands = {
+                name: streams[name].take(n * (1200 // res))
+                for res, names in GROUPS.items() for name in names
             }
-            yield Strip(row0, n, groups, streams["SCL"].take(n * 60))
+            yield Strip(row0, n, bands, streams["SCL"].take(n * 60))
 
 
 class _RowStream:

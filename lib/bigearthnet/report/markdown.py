@@ -1,0 +1,204 @@
+"""The final report: our Table 4 next to the paper's, as Markdown + JSON, with the plots.
+
+``write_report(W, {"s-cnn-rgb": RUN1, "s-cnn-all": RUN2, "inception-v3": RUN3})`` reads each
+run's evaluation (``RUN/eval/metrics.json``, written by
+:func:`bigearthnet.train.evaluate.evaluate`) and writes::
+
+    W/report/report.md        Table-4-style table (model | P % | R % | F1 | F2, sample-based,
+                              test split) with the paper's numbers alongside, the weights each
+                              model used, micro/macro scores and mAP, and the plots
+    W/report/summary.json     {"models": {"s-cnn-rgb": {"precision", "recall", "f1", "f2"}, ...},
+                               "split": "test"}   (fractions in [0, 1], sample-based)
+    W/report/<model>/*.png    copies of each run's evaluation plots
+
+The folder is staged and renamed into place (replacing an older report).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from bigearthnet.errors import ConfigError, RunNotFoundError
+
+__all__ = ["MODEL_ORDER", "PAPER_TABLE4", "write_report"]
+
+PAPER_TABLE4: dict[str, dict[str, Any]] = {
+    "inception-v3": {"name": "Inception-v2", "precision": 48.23, "recall": 56.79,
+                     "f1": 0.4988, "f2": 0.5301},
+    "s-cnn-rgb": {"name": "S-CNN-RGB", "precision": 65.06, "recall": 75.57,
+                  "f1": 0.6759, "f2": 0.7139},
+    "s-cnn-all": {"name": "S-CNN-All", "precision": 69.93, "recall": 77.10,
+                  "f1": 0.7098, "f2": 0.7384},
+}
+"""The paper's Table 4 (P and R in %, F1 and F2 as fractions), keyed by our model names. Our
+Inception baseline is torchvision's Inception-v3; the paper used Inception-v2."""
+
+MODEL_ORDER = ("inception-v3", "s-cnn-rgb", "s-cnn-all")
+"""Row order of the paper's Table 4."""
+
+DISPLAY = {"inception-v3": "Inception-v3 (frozen, FC head)", "s-cnn-rgb": "S-CNN-RGB",
+           "s-cnn-all": "S-CNN-All"}
+PLOTS = ("training_curves.png", "per_class_f1.png", "examples.png")
+SCORES = ("precision", "recall", "f1", "f2")
+
+
+def _read_metrics(model: str, run_dir: Path, split: str) -> dict[str, Any]:
+    folder = run_dir / ("eval" if split == "test" else f"eval_{split}")
+    path = folder / "metrics.json"
+    if not path.is_file():
+        raise RunNotFoundError(
+            f"{path} does not exist: evaluate the {model} run first "
+            f"(bigearthnet evaluate {run_dir} --split {split})"
+        )
+    doc = json.loads(path.read_text())
+    if doc.get("model") not in (None, model):
+        raise ConfigError(f"run {run_dir} trained {doc.get('model')}, but was given as {model}")
+    return doc
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100.0 * float(x):.2f}"
+
+
+def _frac(x: float | None) -> str:
+    return "–" if x is None else f"{float(x):.4f}"
+
+
+def write_report(workdir: str | os.PathLike[str],
+                 runs: Mapping[str, str | os.PathLike[str]], split: str = "test") -> Path:
+    """Write ``W/report/report.md`` and ``W/report/summary.json`` from evaluated runs.
+
+    Args:
+        workdir: the work folder ``W``; the report goes to ``W/report``.
+        runs: model name (``s-cnn-rgb``, ``s-cnn-all``, ``inception-v3``) -> run folder; each
+            run must have been evaluated on ``split``.
+        split: the evaluated split (the paper's Table 4 is on ``test``).
+
+    Returns:
+        The path of ``report.md``.
+
+    Raises:
+        ConfigError: no runs, an unknown model name, or a run that trained another model.
+        RunNotFoundError: a run has no evaluation of ``split``.
+    """
+    if not runs:
+        raise ConfigError("write_report needs at least one evaluated run")
+    unknown = sorted(set(runs) - set(MODEL_ORDER))
+    if unknown:
+        raise ConfigError(f"unknown model name(s) {unknown}; expected some of {list(MODEL_ORDER)}")
+    models = [m for m in MODEL_ORDER if m in runs]
+    docs = {m: _read_metrics(m, Path(runs[m]), split) for m in models}
+
+    out = Path(workdir) / "report"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = out.parent / f".report.tmp-{uuid.uuid4().hex[:12]}"
+    stage.mkdir()
+    try:
+        plots: dict[str, list[str]] = {}
+        for m in models:
+            src = Path(runs[m]) / ("eval" if split == "test" else f"eval_{split}")
+            plots[m] = []
+            for name in PLOTS:
+                if (src / name).is_file():
+                    (stage / m).mkdir(exist_ok=True)
+                    shutil.copy2(src / name, stage / m / name)
+                    plots[m].append(f"{m}/{name}")
+        summary = {"models": {m: {k: float(docs[m]["samples"][k]) for k in SCORES}
+                              for m in models}, "split": split}
+        (stage / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        (stage / "report.md").write_text(_markdown(models, docs, runs, plots, split))
+        old = None
+        if out.exists():
+            old = out.parent / f".report.old-{uuid.uuid4().hex[:12]}"
+            os.replace(out, old)
+        os.replace(stage, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if stage.exists():
+            shutil.rmtree(stage, ignore_errors=True)
+    return out / "report.md"
+
+
+def _markdown(models: list[str], docs: dict[str, dict[str, Any]],
+              runs: Mapping[str, str | os.PathLike[str]], plots: dict[str, list[str]],
+              split: str) -> str:
+    datasets = sorted({str(docs[m].get("dataset", "?")) for m in models})
+    lines = [
+        "# BigEarthNet: multi-label classification results",
+        "",
+        (f"Sample-based precision (P), recall (R), F1 and F2 on the **{split}** split: each "
+        "patch's P/R/F is computed from its predicted and true label sets (a class is predicted "
+        "at sigmoid ≥ threshold), then averaged over patches — the metrics of the paper's "
+        "Table 4."),
+        "",
+        f"Dataset: {', '.join(f'`{d}`' for d in datasets)}.",
+        "",
+        "## Table 4: ours and the paper's",
+        "",
+        ("| Model | P (%) | R (%) | F1 | F2 | patches | paper model | paper P (%) | paper R (%) "
+        "| paper F1 | paper F2 |"),
+        "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
+    ]
+    for m in models:
+        s = docs[m]["samples"]
+        p = PAPER_TABLE4[m]
+        lines.append(
+            f"| {DISPLAY[m]} | {_pct(s['precision'])} | {_pct(s['recall'])} | {_frac(s['f1'])} "
+            f"| {_frac(s['f2'])} | {docs[m].get('n_samples', '–')} | {p['name']} "
+            f"| {p['precision']:.2f} | {p['recall']:.2f} | {p['f1']:.4f} | {p['f2']:.4f} |"
+        )
+    lines += [
+        "",
+        ("The paper's numbers were measured on the real BigEarthNet archive (590,326 patches, "
+        "43 classes, random 60/20/20 split after removing snow/cloud/shadow patches, 100 "
+        "epochs). Ours are on the dataset above; on a synthetic or partial dataset they are "
+        "not comparable in value, only in method. The paper fine-tuned a frozen Inception-v2; "
+        "torchvision has no Inception-v2, so our baseline is a frozen Inception-v3 (same "
+        "reference [1] of the paper) with the same FC + classification head."),
+        "",
+        "## Weights and checkpoints",
+        "",
+        "| Model | weights | label set | threshold | checkpoint (epoch) | run folder |",
+        "|---|---|---|---:|---|---|",
+    ]
+    for m in models:
+        d = docs[m]
+        lines.append(
+            f"| {DISPLAY[m]} | `{d.get('weights_source', '?')}` | {d.get('label_set', '?')} "
+            f"| {d.get('threshold', '?')} | {d.get('checkpoint', '?')} "
+            f"({d.get('checkpoint_epoch', '?')}) | `{runs[m]}` |"
+        )
+    lines += [
+        "",
+        ("`random`: trained from scratch (S-CNN, as in the paper); `imagenet:<file>`: ImageNet "
+        "weights read from the local torch hub cache; `file:<file>`: a given state_dict."),
+        "",
+        "## Other averages",
+        "",
+        ("| Model | micro P (%) | micro R (%) | micro F1 | macro P (%) | macro R (%) | macro F1 "
+        "| mAP (macro) | mAP (micro) |"),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for m in models:
+        d = docs[m]
+        mi, ma = d["micro"], d["macro"]
+        lines.append(
+            f"| {DISPLAY[m]} | {_pct(mi['precision'])} | {_pct(mi['recall'])} | "
+            f"{_frac(mi['f1'])} | {_pct(ma['precision'])} | {_pct(ma['recall'])} | "
+            f"{_frac(ma['f1'])} | {_frac(d.get('map_macro'))} | {_frac(d.get('map_micro'))} |"
+        )
+    for m in models:
+        if not plots[m]:
+            continue
+        lines += ["", f"## {DISPLAY[m]}", ""]
+        for rel in plots[m]:
+            caption = Path(rel).stem.replace("_", " ")
+            lines += [f"![{DISPLAY[m]}: {caption}]({rel})", ""]
+    return "\n".join(lines).rstrip() + "\n"
