@@ -265,8 +265,10 @@ def build_product(task_id: int, source: ProductSource, staging: Path, cfg: Build
             grid = product.grid
             summary.update(n_cols=grid.n_cols, n_rows=grid.n_rows, epsg=product.epsg)
             labeler = TileLabeler(cfg, source, name, grid, product.crs, product.epsg) if labeled else None
+            patches = None
             for strip in product.strips(cfg.strip_rows):
-                patches = strip_patches(strip, grid.n_cols)
+                # The previous strip is fully written (Parquet copies into its pages): reuse.
+                patches = strip_patches(strip, grid.n_cols, reuse=patches)
                 cols = tiling_columns(name, grid, product.epsg, strip.row0, strip.n_rows, patches)
                 n = len(cols["patch_id"])
                 summary["n_patches"] += n

@@ -59,22 +59,33 @@ def nodata_flags(*patch_arrays: np.ndarray) -> np.ndarray:
     return flags
 
 
-def cut_group(bands: list[np.ndarray], n_rows: int, n_cols: int) -> np.ndarray:
+def cut_group(bands: list[np.ndarray], n_rows: int, n_cols: int,
+              out: np.ndarray | None = None) -> np.ndarray:
     """Cut same-resolution band strips straight into ``(n_patches, n_bands, px, px)``.
 
-    One copy per band, without stacking the strips first.
+    One copy per band, without stacking the strips first; ``out`` may be a reused buffer of
+    the right shape.
     """
     px = bands[0].shape[0] // n_rows
-    out = np.empty((n_rows * n_cols, len(bands), px, px), dtype=bands[0].dtype)
+    shape = (n_rows * n_cols, len(bands), px, px)
+    if out is None or out.shape != shape:
+        out = np.empty(shape, dtype=bands[0].dtype)
     for i, band in enumerate(bands):
         out[:, i] = band.reshape(n_rows, px, n_cols, px).transpose(0, 2, 1, 3).reshape(-1, px, px)
     return out
 
 
-def strip_patches(strip: Strip, n_cols: int) -> dict[str, np.ndarray]:
-    """The patch tensors of a strip: ``bands_10m``, ``bands_20m``, ``bands_60m``, ``scl``."""
+def strip_patches(strip: Strip, n_cols: int,
+                  reuse: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """The patch tensors of a strip: ``bands_10m``, ``bands_20m``, ``bands_60m``, ``scl``.
+
+    With ``reuse`` (the previous strip's result), same-shaped band arrays are overwritten in
+    place instead of allocating; the caller must be done with them.
+    """
+    reuse = reuse or {}
     out = {
-        col.name: cut_group([strip.bands[b] for b in col.bands], strip.n_rows, n_cols)
+        col.name: cut_group([strip.bands[b] for b in col.bands], strip.n_rows, n_cols,
+                            reuse.get(col.name))
         for col in (BANDS_10M, BANDS_20M, BANDS_60M)
     }
     out[SCL_COLUMN.name] = cut_patches(strip.scl, strip.n_rows, n_cols)

@@ -128,12 +128,12 @@ class OpenProduct(contextlib.AbstractContextManager):
         self._stack.close()
         return False
 
-    def _read_rows(self, layer: str, y0: int, y1: int) -> np.ndarray:
+    def _read_rows(self, layer: str, y0: int, out: np.ndarray) -> None:
         ds = self._datasets[layer]
         px = 1200 // _RES[layer]
-        window = Window(0, y0, self.grid.n_cols * px, y1 - y0)
+        window = Window(0, y0, self.grid.n_cols * px, out.shape[0])
         try:
-            return ds.read(1, window=window)
+            ds.read(1, window=window, out=out)
         except RasterioError as exc:
             raise CorruptRasterError(
                 f"product {self.source.product_id}: decoding {layer} file "
@@ -146,9 +146,10 @@ class OpenProduct(contextlib.AbstractContextManager):
 
         Each layer is read in windows aligned to its internal block rows (JP2 tiles, COG
         tiles), through a rolling buffer, so every compressed block is decoded exactly once
-        whatever the strip height.
+        whatever the strip height. The arrays of a strip are views into reused buffers: they are
+        valid until the next strip is requested.
         """
-        streams = {layer: _RowStream(self, layer) for layer in self._datasets}
+        streams = {layer: _RowStream(self, layer, strip_rows) for layer in self._datasets}
         for row0 in range(0, self.grid.n_rows, strip_rows):
             n = min(strip_rows, self.grid.n_rows - row0)
             bands = {
@@ -159,9 +160,13 @@ class OpenProduct(contextlib.AbstractContextManager):
 
 
 class _RowStream:
-    """Hands out consecutive pixel rows of one layer, reading whole block rows at a time."""
+    """Hands out consecutive pixel rows of one layer, reading whole block rows at a time.
 
-    def __init__(self, product: OpenProduct, layer: str):
+    Rows are decoded straight into one preallocated buffer (no per-strip allocation or
+    concatenation); ``take`` returns a view that stays valid until the next ``take``.
+    """
+
+    def __init__(self, product: OpenProduct, layer: str, strip_rows: int):
         self.product = product
         self.layer = layer
         ds = product._datasets[layer]
@@ -171,23 +176,24 @@ class _RowStream:
         # Read at least ~256 rows at a time for strip-organised (1-row block) files.
         self.step = block_h if block_h >= 64 else max(256 // block_h, 1) * block_h
         self.next_y = 0
-        self.buffer: np.ndarray | None = None
+        rows = min(strip_rows * px + self.step, self.limit)
+        self.buffer = np.empty((rows, product.grid.n_cols * px), dtype=ds.dtypes[0])
+        self.start = self.end = 0  # valid rows: buffer[start:end]
 
     def take(self, n_rows: int) -> np.ndarray:
-        parts = []
-        have = 0 if self.buffer is None else self.buffer.shape[0]
-        if self.buffer is not None:
-            parts.append(self.buffer)
-        while have < n_rows:
+        if self.end - self.start < n_rows and self.start > 0:
+            kept = self.end - self.start
+            self.buffer[:kept] = self.buffer[self.start:self.end]
+            self.start, self.end = 0, kept
+        while self.end - self.start < n_rows:
             y1 = min(self.next_y + self.step - (self.next_y % self.step), self.limit)
-            if y1 <= self.next_y:
+            if y1 <= self.next_y or self.end + (y1 - self.next_y) > self.buffer.shape[0]:
                 raise CorruptRasterError(
                     f"product {self.product.source.product_id}: {self.layer} ran out of rows"
                 )
-            chunk = self.product._read_rows(self.layer, self.next_y, y1)
+            self.product._read_rows(self.layer, self.next_y, self.buffer[self.end:self.end + y1 - self.next_y])
+            self.end += y1 - self.next_y
             self.next_y = y1
-            parts.append(chunk)
-            have += chunk.shape[0]
-        data = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
-        self.buffer = data[n_rows:] if data.shape[0] > n_rows else None
-        return data[:n_rows]
+        view = self.buffer[self.start:self.start + n_rows]
+        self.start += n_rows
+        return view
