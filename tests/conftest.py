@@ -1,18 +1,13 @@
-"""Shared fixtures: one local Spark session per test session and small synthetic worlds."""
+"""Shared fixtures: the local Spark session and small synthetic worlds."""
 
 from __future__ import annotations
 
-import shutil
 import zipfile
 from pathlib import Path
 
 import pytest
 
-T29UPU = "S2A_MSIL2A_20170617T113321_N0205_R080_T29UPU_20170617T113319"
-T33UUP = "S2A_MSIL2A_20170613T101031_N0205_R022_T33UUP_20170613T101608"
-# Same datatake, two tiles: their v1 names collide.
-T29UPV = "S2A_MSIL2A_20170717T113321_N0205_R080_T29UPV_20170717T113319"
-T29UPA = "S2A_MSIL2A_20170717T113321_N0205_R080_T29UPA_20170717T113319"
+from worlds import T29UPU, T33UUP, synth_world
 
 
 @pytest.fixture
@@ -22,16 +17,6 @@ def spark():
     from bigearthnet.spark.session import get_session
 
     return get_session(SparkConfig(master="local[2]"))
-
-
-def synth_world(out: Path, products: list[str], size_px: int, fmt: str = "jp2", seed: int = 0,
-                conditions: dict | None = None) -> Path:
-    """Write a synthetic world with the package's own generator."""
-    from bigearthnet.synth import SynthConfig, synthesize
-
-    synthesize(SynthConfig(products=products, size_px=size_px, format=fmt, seed=seed,
-                           conditions=conditions or {}), out)
-    return out
 
 
 @pytest.fixture(scope="session")
@@ -56,9 +41,3 @@ def world_zip(tmp_path_factory, world_jp2) -> Path:
             for f in sorted(safe.rglob("*")):
                 zf.write(f, f.relative_to(safe.parent).as_posix())
     return out.parent
-
-
-def copy_products(world: Path, dest: Path) -> Path:
-    """A writable copy of a world's products folder (for corrupting inputs)."""
-    shutil.copytree(world / "products", dest)
-    return dest

@@ -26,7 +26,7 @@ from bigearthnet.errors import (
     TileTooSmallError,
 )
 from bigearthnet.spark.build import run_build
-from conftest import T29UPU, T33UUP, copy_products
+from worlds import T29UPU, T33UUP, copy_products
 
 pytestmark = pytest.mark.spark
 

@@ -7,7 +7,7 @@ import pytest
 
 from bigearthnet.config import BuildConfig, SparkConfig
 from bigearthnet.spark.build import run_build
-from conftest import T29UPU, synth_world
+from worlds import T29UPU, synth_world
 
 pytestmark = [pytest.mark.slow, pytest.mark.spark]
 

@@ -24,7 +24,7 @@ from bigearthnet.config import BuildConfig, SparkConfig
 from bigearthnet.dataset.build_task import labeled_schema
 from bigearthnet.quality import QualityConfig
 from bigearthnet.spark.build import run_build
-from conftest import T29UPU, T33UUP, synth_world
+from worlds import T29UPU, T33UUP, synth_world
 
 pytestmark = pytest.mark.spark
 T35VNJ = "S2B_MSIL2A_20180204T094159_N0206_R036_T35VNJ_20180204T114851"
