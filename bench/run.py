@@ -23,6 +23,9 @@ def main(argv: list[str]) -> int:
         module = __import__(name)
         print(f"== {name}", flush=True)
         module.main()
+    import render
+
+    render.main()
     return 0
 
 
