@@ -91,7 +91,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     metrics = evaluate(args.run, split=args.split)
     s = metrics["samples"]
     print(f"{args.split}: sample P {s['precision']:.4f} R {s['recall']:.4f} F1 {s['f1']:.4f} "
-          f"F2 {s['f2']:.4f}; written to {Path(args.run) / 'eval'}")
+          f"F2 {s['f2']:.4f}; written to {metrics.get('eval_dir', Path(args.run) / 'eval')}")
     return 0
 
 

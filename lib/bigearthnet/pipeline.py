@@ -39,9 +39,11 @@ class RunConfig(StrictModel):
     label_set: str = "43"
     models: list[str] = Field(default_factory=lambda: list(MODELS))
     epochs: dict[str, int] = Field(
-        default_factory=lambda: {"s-cnn-rgb": 8, "s-cnn-all": 8, "inception-v3": 2})
-    batch_size: int = 32
-    lr: float = 0.01
+        default_factory=lambda: {"s-cnn-rgb": 15, "s-cnn-all": 15, "inception-v3": 2})
+    # A few hundred training patches and a few minutes of CPU: small batches and a larger
+    # step than conf/paper.yaml's 0.01, which stays on the class-frequency plateau this short.
+    batch_size: int = 16
+    lr: float = 0.1
     weights: str | None = Field(None, description="Inception weights: None, 'imagenet' or a file")
     overwrite: bool = True
     spark: SparkConfig = Field(default_factory=SparkConfig)
