@@ -71,7 +71,9 @@ def cut_group(bands: list[np.ndarray], n_rows: int, n_cols: int,
     if out is None or out.shape != shape:
         out = np.empty(shape, dtype=bands[0].dtype)
     for i, band in enumerate(bands):
-        out[:, i] = band.reshape(n_rows, px, n_cols, px).transpose(0, 2, 1, 3).reshape(-1, px, px)
+        # One strided copy, no temporary: (rows, px, cols, px) -> (rows, cols, px, px) in place.
+        target = np.reshape(out[:, i], (n_rows, n_cols, px, px), copy=False)  # raises if not a view
+        target[...] = band.reshape(n_rows, px, n_cols, px).transpose(0, 2, 1, 3)
     return out
 
 
