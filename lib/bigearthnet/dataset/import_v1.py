@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +15,20 @@ import shapely
 from pyproj import CRS
 from rasterio.errors import RasterioError
 
-from bigearthnet.clc.nomenclature import CLC_CLASSES, LABELS_43, LABELS_19, NAME_43_TO_NAME_19, multi_hot
+from bigearthnet.clc.nomenclature import (
+    CLC_CLASSES,
+    LABELS_19,
+    LABELS_43,
+    NAME_43_TO_NAME_19,
+    multi_hot,
+)
 from bigearthnet.dataset.schema import BANDS_10M, BANDS_20M, BANDS_60M, encode_tensor
-from bigearthnet.errors import CorruptRasterError, PatchMetadataError, RasterFormatError, UnknownLabelError
+from bigearthnet.errors import (
+    CorruptRasterError,
+    PatchMetadataError,
+    RasterFormatError,
+    UnknownLabelError,
+)
 from bigearthnet.sentinel2.bands import GROUPS
 
 V1_NAME = re.compile(r"^(S2[AB])_MSIL2A_(\d{8}T\d{5,6})_(\d+)_(\d+)$")
@@ -86,7 +97,7 @@ def read_patch(folder: Path) -> dict:
         bounds = (float(c["ulx"]), float(c["lry"]), float(c["lrx"]), float(c["uly"]))
         epsg = CRS.from_wkt(meta["projection"]).to_epsg()
         source = str(meta["tile_source"])
-        when = datetime.strptime(meta["acquisition_date"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc)
+        when = datetime.strptime(meta["acquisition_date"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
     except (KeyError, TypeError, ValueError) as exc:
         raise PatchMetadataError(f"patch {name}: {meta_path} lacks or garbles {exc}") from exc
     parts = source.removesuffix(".SAFE").split("_")

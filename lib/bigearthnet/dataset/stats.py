@@ -32,13 +32,13 @@ class BandHistograms:
         return zlib.compress(self.counts.astype("<i8").tobytes(), 1)
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "BandHistograms":
+    def from_bytes(cls, data: bytes) -> BandHistograms:
         """Inverse of ``to_bytes``."""
         h = cls()
         h.counts = np.frombuffer(zlib.decompress(data), dtype="<i8").reshape(len(BAND_NAMES), N_BINS).copy()
         return h
 
-    def merge(self, other: "BandHistograms") -> None:
+    def merge(self, other: BandHistograms) -> None:
         """Add another task's histograms."""
         self.counts += other.counts
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from bigearthnet.errors import ProductNameError
 
@@ -42,7 +42,7 @@ class ProductName:
     @property
     def sensing_time(self) -> datetime:
         """Datatake sensing start, UTC."""
-        return datetime.strptime(self.datatake, "%Y%m%dT%H%M%S").replace(tzinfo=timezone.utc)
+        return datetime.strptime(self.datatake, "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
 
     @property
     def utm_zone(self) -> int:

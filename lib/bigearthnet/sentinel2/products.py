@@ -55,7 +55,7 @@ class ProductSource:
         return json.dumps(asdict(self), sort_keys=True)
 
     @staticmethod
-    def from_json(text: str) -> "ProductSource":
+    def from_json(text: str) -> ProductSource:
         """Inverse of ``to_json``."""
         return ProductSource(**json.loads(text))
 
@@ -117,8 +117,7 @@ def _href_to_gdal(href: str, item_path: Path) -> str:
         return "/vsicurl/" + href
     if href.startswith("s3://"):
         return "/vsis3/" + href[5:]
-    if href.startswith("file://"):
-        href = href[7:]
+    href = href.removeprefix("file://")
     p = Path(href)
     return str(p if p.is_absolute() else (item_path.parent / p).resolve())
 

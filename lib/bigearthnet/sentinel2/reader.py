@@ -7,8 +7,8 @@ strips of patch rows so a full 10980 px tile never sits in memory at once.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import rasterio

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bigearthnet import __version__
 from bigearthnet.config import BuildConfig
-from bigearthnet.dataset.build_task import SUMMARY_DDL, build_product
+from bigearthnet.dataset.build_task import build_product
 from bigearthnet.dataset.io import check_output, commit_dir, staging_dir, write_json
 from bigearthnet.dataset.schema import PATCH_SCHEMA
 from bigearthnet.errors import BigEarthNetError, BuildFailedError, error_from_name
@@ -84,29 +84,17 @@ def v1_collisions(summaries: list[dict]) -> dict:
 
 
 def _run_tasks(spark, sources: list[ProductSource], staging: Path, cfg: BuildConfig) -> list[dict]:
+    from bigearthnet.dataset.build_task import SUMMARY_FIELDS
+    from bigearthnet.spark.tasks import run_indexed_tasks
+
     payload = [s.to_json() for s in sources]
-    cfg_json = cfg.model_dump_json()
-    staging_str = str(staging)
+    cfg_json, staging_str = cfg.model_dump_json(), str(staging)
 
-    def run_partition(batches):
-        import pyarrow as pa
+    def task(task_id: int) -> dict:
+        return build_product(task_id, ProductSource.from_json(payload[task_id]), Path(staging_str),
+                             BuildConfig.model_validate_json(cfg_json))
 
-        from bigearthnet.config import BuildConfig as _Cfg
-        from bigearthnet.dataset.build_task import SUMMARY_FIELDS
-        from bigearthnet.sentinel2.products import ProductSource as _Src
-
-        task_cfg = _Cfg.model_validate_json(cfg_json)
-        for batch in batches:
-            for task_id in batch.column(0).to_pylist():
-                row = build_product(task_id, _Src.from_json(payload[task_id]), Path(staging_str), task_cfg)
-                yield pa.RecordBatch.from_pylist([row], schema=pa.schema(
-                    [(n, {"long": pa.int64(), "string": pa.string(), "int": pa.int32(),
-                          "double": pa.float64(), "binary": pa.binary()}[t]) for n, t in SUMMARY_FIELDS]))
-
-    n = len(sources)
-    df = spark.range(0, n, 1, numPartitions=n)
-    rows = df.mapInArrow(run_partition, SUMMARY_DDL).collect()
-    return sorted((r.asDict() for r in rows), key=lambda r: r["task_id"])
+    return run_indexed_tasks(spark, len(sources), task, SUMMARY_FIELDS)
 
 
 def run_build(cfg: BuildConfig) -> dict:

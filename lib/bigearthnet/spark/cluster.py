@@ -14,8 +14,8 @@ import socket
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from bigearthnet.errors import BigEarthNetError
 from bigearthnet.spark.session import python_env
@@ -69,10 +69,9 @@ def standalone_cluster(
     procs: list[subprocess.Popen] = []
 
     def start(args: list[str], log_name: str) -> None:
-        log = open(logs / log_name, "wb")
-        procs.append(subprocess.Popen([str(spark_class), *args], env=env, stdout=log,
-                                      stderr=subprocess.STDOUT, start_new_session=True))
-        log.close()
+        with open(logs / log_name, "wb") as log:
+            procs.append(subprocess.Popen([str(spark_class), *args], env=env, stdout=log,
+                                          stderr=subprocess.STDOUT, start_new_session=True))
 
     try:
         start(["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port",

@@ -17,7 +17,12 @@ import pyarrow as pa
 from pydantic import Field
 
 from bigearthnet.config import SparkConfig, StrictModel
-from bigearthnet.errors import BigEarthNetError, EmptyInputError, InputNotFoundError, error_from_name
+from bigearthnet.errors import (
+    BigEarthNetError,
+    EmptyInputError,
+    InputNotFoundError,
+    error_from_name,
+)
 
 CHUNK_FIELDS = (
     ("task_id", "long"), ("product_id", "string"), ("status", "string"), ("error_type", "string"),
@@ -83,7 +88,7 @@ def import_chunk(task_id: int, folders: list[str], staging: Path, cfg: ImportCon
         cols["contains_cloud_or_shadow"] = pa.array(cloud)
         if cfg.splits_dir:
             d = Path(cfg.splits_dir)
-            pick = lambda stem: next((p for p in (d / f"{stem}.csv", d / f"{stem}.csv.bz2") if p.exists()), d / f"{stem}.csv")  # noqa: E731
+            pick = lambda stem: next((p for p in (d / f"{stem}.csv", d / f"{stem}.csv.bz2") if p.exists()), d / f"{stem}.csv")
             split = official_split(names, pick("train"), pick("val"), pick("test"))
         else:
             split = random_split(cols["patch_id"].to_pylist(), cfg.split_seed, cfg.split_fractions)
@@ -110,7 +115,7 @@ def import_chunk(task_id: int, folders: list[str], staging: Path, cfg: ImportCon
             p = patches[i]
             to_wgs = Transformer.from_crs(p["epsg"], 4326, always_xy=True)
             box = shapely.segmentize(shapely.box(*p["bounds"]), 400.0)
-            wgs = shapely.transform(box, lambda xy: np.column_stack(to_wgs.transform(xy[:, 0], xy[:, 1])))
+            wgs = shapely.transform(box, lambda xy, t=to_wgs: np.column_stack(t.transform(xy[:, 0], xy[:, 1])))
             meta_rows.append({
                 "patch_id": cols["patch_id"][i].as_py(), "labels": cols["labels_19"][i].as_py(),
                 "split": split[i], "country": None, "s1_name": None, "s2v1_name": names[i],
@@ -140,6 +145,7 @@ def run_import(cfg: ImportConfig) -> dict:
     from bigearthnet.dataset.schema import IMPORTED_PATCH_SCHEMA
     from bigearthnet.spark.build import MANIFEST, finish_labeled, package_versions
     from bigearthnet.spark.session import get_session
+    from bigearthnet.spark.tasks import run_indexed_tasks
 
     t0 = time.perf_counter()
     archive = Path(cfg.archive)
@@ -156,19 +162,12 @@ def run_import(cfg: ImportConfig) -> dict:
     try:
         spark = get_session(cfg.spark)
         cfg_json, staging_str = cfg.model_dump_json(), str(staging)
-        fields = pa.schema([(n, {"long": pa.int64(), "string": pa.string(), "int": pa.int32(),
-                                 "double": pa.float64(), "binary": pa.binary()}[t]) for n, t in CHUNK_FIELDS])
 
-        def run_partition(batches):
-            task_cfg = ImportConfig.model_validate_json(cfg_json)
-            for batch in batches:
-                for task_id in batch.column(0).to_pylist():
-                    row = import_chunk(task_id, chunks[task_id], Path(staging_str), task_cfg)
-                    yield pa.RecordBatch.from_pylist([row], schema=fields)
+        def task(task_id: int) -> dict:
+            return import_chunk(task_id, chunks[task_id], Path(staging_str),
+                                ImportConfig.model_validate_json(cfg_json))
 
-        ddl = ", ".join(f"{n} {t}" for n, t in CHUNK_FIELDS)
-        rows = spark.range(0, len(chunks), 1, numPartitions=len(chunks)).mapInArrow(run_partition, ddl).collect()
-        summaries = sorted((r.asDict() for r in rows), key=lambda r: r["task_id"])
+        summaries = run_indexed_tasks(spark, len(chunks), task, CHUNK_FIELDS)
         failed = [s for s in summaries if s["status"] != "ok"]
         if failed:
             raise error_from_name(failed[0]["error_type"], failed[0]["error_message"])

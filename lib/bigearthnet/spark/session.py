@@ -6,10 +6,9 @@ environment (otherwise workers pick the system python: «No module named pyarrow
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
-
-import logging
 
 from bigearthnet.config import SparkConfig
 
