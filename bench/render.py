@@ -34,9 +34,10 @@ Arrow without copies. The first version (strips not aligned to JP2 tiles) measur
 ratio_cpu_jp2 = 2.3: straddling tiles were decoded twice. The remaining COG overhead is
 mostly writing 1.1 GB of uncompressed tensors (kernel time of the page cache writes).
 On this VM writing 1.1 GB costs 2.3–4 s of kernel time whatever the buffering (measured apart
-with a bare pyarrow writer), about half of the COG decode-only CPU; so the COG ratio sits at
-the 2.0 target (individual repetitions 2.00–2.06) and only less output (compression that is
-cheaper than the write it saves) could move it further.
+with a bare pyarrow writer), about half of the COG decode-only CPU; so the COG ratio stays
+close to the 2.0 target (individual repetitions in `ratios_each`; the run before the last
+cutting change measured 2.00–2.06), and only less output (compression cheaper than the write
+it saves) could move it much further.
 
 ### Label stage share — issue: archive build part 2
 
