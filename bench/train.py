@@ -2,7 +2,7 @@
 
 - **pure step**: ``train_step`` (SGD, ``BCEWithLogitsLoss``) of S-CNN-All on one fixed batch of
   64 random ``(12, 120, 120)`` float32 inputs already on the device: the compute floor.
-- **loop**: ``bigearthnet.train.loop.train`` itself on a Parquet dataset in the build's layout
+- **loop**: ``bigearthnet.train.launch.train`` itself on a Parquet dataset in the build's layout
   (uncompressed tensor columns, row groups of 448/300/116 rows, 3 files): the loader
   (row-group reading, 1024-row shuffle buffer), the ``BatchTransform`` on the training device
   (normalisation, bicubic upsampling of the 20 m and 60 m bands) and the same step. Its rate is
@@ -37,7 +37,8 @@ CHILD = textwrap.dedent("""
     import torch
     from torch import nn
     from bigearthnet.train.config import TrainConfig
-    from bigearthnet.train.loop import Determinism, make_optimizer, train, train_step
+    from bigearthnet.train.launch import train
+    from bigearthnet.train.loop import Determinism, make_optimizer, train_step
     from bigearthnet.train.models import build_model
 
     device = torch.device({device!r})
@@ -79,60 +80,20 @@ CHILD = textwrap.dedent("""
 
 
 def bench_dataset() -> str:
-    """Write (once) the benchmark dataset: train split in the build's layout, small validation."""
+    """Write (once) the benchmark dataset: train split in the build's layout, small validation.
+
+    The package's fake factory (``learnable`` recipe: the columns training reads) writes it.
+    """
     out = CACHE / "train_dataset"
     if (out / "_SUCCESS").exists():
         return str(out)
     import shutil
 
-    import numpy as np
-    import pyarrow as pa
-
-    from bigearthnet.clc.nomenclature import class_orders
-    from bigearthnet.dataset.io import parquet_writer
-    from bigearthnet.dataset.schema import (
-        BANDS_10M,
-        BANDS_20M,
-        BANDS_60M,
-        LABELED_PATCH_SCHEMA,
-        MULTI_HOT_19,
-        MULTI_HOT_43,
-        PatchSchema,
-        encode_tensor,
-    )
-    from bigearthnet.sentinel2.bands import BAND_NAMES
+    from bigearthnet.dataset.fakes import write_fake_dataset
 
     shutil.rmtree(out, ignore_errors=True)
-    schema = PatchSchema((LABELED_PATCH_SCHEMA["patch_id"], BANDS_10M, BANDS_20M, BANDS_60M,
-                          MULTI_HOT_43, MULTI_HOT_19))
-    arrow = schema.to_arrow()
-    rng = np.random.default_rng(0)
     layout = {"train": [list(ROWS_PER_FILE)] * FILES, "validation": [[VAL_ROWS]]}
-    for s_idx, (split, files) in enumerate(layout.items()):
-        folder = out / "patches" / f"split={split}"
-        folder.mkdir(parents=True)
-        for f, groups in enumerate(files):
-            product = f"S2A_MSIL2A_2017061{s_idx}T1133{f:02d}_N0205_R080_T29UPU_20170617T113319"
-            with parquet_writer(folder / f"{product}.parquet", arrow, "zstd") as writer:
-                first = 0
-                for n in groups:
-                    cols = {"patch_id": pa.array(
-                        [f"S2A_MSIL2A_2017061{s_idx}T1133{f:02d}_N9999_R080_T29UPU_{i % 91}_{i // 91}"
-                         for i in range(first, first + n)])}
-                    for col in schema.tensors:
-                        if col.dtype == "<u2":
-                            values = rng.integers(0, 4000, size=(n, *col.shape), dtype=np.uint16)
-                        else:
-                            values = (rng.random((n, *col.shape)) < 0.07).astype(np.uint8)
-                        cols[col.name] = encode_tensor(values, col)
-                    writer.write_batch(pa.record_batch([cols[c] for c in arrow.names],
-                                                       schema=arrow), row_group_size=n)
-                    first += n
-    stats = {"split": "train", "bands": {b: {"mean": 2000.0, "std": 1155.0} for b in BAND_NAMES}}
-    (out / "stats.json").write_text(json.dumps(stats))
-    (out / "manifest.json").write_text(json.dumps({"class_orders": class_orders(),
-                                                   "schema": schema.to_json()}))
-    (out / "_SUCCESS").write_text("")
+    write_fake_dataset(out, layout, recipe="learnable", seed=0)
     return str(out)
 
 

@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 
 from bigearthnet.errors import BigEarthNetError
+from bigearthnet.train.registry import MODEL_NAMES
 
 log = logging.getLogger("bigearthnet")
 
@@ -53,8 +54,8 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_import_v1(args: argparse.Namespace) -> int:
-    from bigearthnet.config import resolve
-    from bigearthnet.spark.import_v1 import ImportConfig, run_import
+    from bigearthnet.config import ImportConfig, resolve
+    from bigearthnet.spark.import_v1 import run_import
 
     overrides = {"archive": args.archive_dir, "out": args.out, "splits_dir": args.splits_dir,
                  "exclude_lists": args.exclude_lists, "overwrite": True if args.overwrite else None}
@@ -69,8 +70,8 @@ def _cmd_import_v1(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from bigearthnet.config import resolve
+    from bigearthnet.pipeline import train_model
     from bigearthnet.train.config import TrainConfig
-    from bigearthnet.train.loop import train
 
     cfg = resolve(TrainConfig, args.config, {
         "dataset": args.dataset, "model": args.model, "out": args.out, "epochs": args.epochs,
@@ -79,16 +80,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "label_set": args.label_set, "batch_size": args.batch_size, "device": args.device,
         "overwrite": True if args.overwrite else None,
     })
-    result = train(cfg)
+    result = train_model(cfg)
     print(f"run written to {result['run_dir']}: best epoch {result['best_epoch']}, "
           f"validation sample-F1 {result['best_val_f1']:.4f} (weights: {result['weights_source']})")
     return 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from bigearthnet.train.evaluate import evaluate
+    from bigearthnet.report.evaluation import evaluate_run
 
-    metrics = evaluate(args.run, split=args.split)
+    metrics = evaluate_run(args.run, split=args.split)
     s = metrics["samples"]
     print(f"{args.split}: sample P {s['precision']:.4f} R {s['recall']:.4f} F1 {s['f1']:.4f} "
           f"F2 {s['f2']:.4f}; written to {metrics.get('eval_dir', Path(args.run) / 'eval')}")
@@ -149,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_import_v1)
     p = sub.add_parser("train", help="train S-CNN-RGB, S-CNN-All or the Inception baseline")
     p.add_argument("--dataset", help="dataset folder written by build / import-v1")
-    p.add_argument("--model", choices=["s-cnn-rgb", "s-cnn-all", "inception-v3"])
+    p.add_argument("--model", choices=list(MODEL_NAMES))
     p.add_argument("--out", help="run folder")
     p.add_argument("--config", help="YAML with TrainConfig keys (e.g. conf/paper.yaml)")
     p.add_argument("--epochs", type=int)

@@ -1,27 +1,20 @@
-"""Job configuration: one pydantic model per job, unknown keys rejected.
+"""The configs of the dataset jobs: ``build`` and ``import-v1`` (and the Spark settings).
 
-A config is resolved from (lowest to highest precedence) the model defaults, a YAML file
-(``--config``) and command-line options, and the resolved config is saved next to every output.
+All derive from :class:`bigearthnet.configbase.StrictModel`; :func:`resolve` (re-exported from
+there) merges defaults, a YAML file and command-line options.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
-from bigearthnet.errors import ConfigError
+from bigearthnet.configbase import StrictModel, load_yaml, resolve
+from bigearthnet.constants import REBEN_MAX_UNLABELED_FRACTION
 from bigearthnet.quality import QualityConfig
 
-M = TypeVar("M", bound=BaseModel)
-
-
-class StrictModel(BaseModel):
-    """Base for all config models: unknown keys are an error."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+__all__ = ["BuildConfig", "ImportConfig", "SparkConfig", "StrictModel", "load_yaml", "resolve"]
 
 
 class SparkConfig(StrictModel):
@@ -66,7 +59,7 @@ class BuildConfig(StrictModel):
     )
     min_area_m2: float = Field(0.0, ge=0.0, description="v1 rule: minimum intersection area")
     max_unlabeled_fraction: float = Field(
-        0.25, ge=0.0, le=1.0, description="reben rule: drop a patch at this unlabeled fraction or more"
+        REBEN_MAX_UNLABELED_FRACTION, ge=0.0, le=1.0, description="reben rule: drop a patch at this unlabeled fraction or more"
     )
     reference_maps: bool = Field(True, description="store the 120x120 CLC code map per patch")
     quality: QualityConfig = Field(default_factory=QualityConfig)
@@ -85,52 +78,20 @@ class BuildConfig(StrictModel):
     spark: SparkConfig = Field(default_factory=SparkConfig)
 
 
-def _format_validation_error(exc: ValidationError, source: str) -> str:
-    lines = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
-        if err["type"] == "extra_forbidden":
-            lines.append(f"unknown config key '{loc}'")
-        else:
-            lines.append(f"'{loc}': {err['msg']}")
-    return f"invalid configuration in {source}: " + "; ".join(lines) + ". Fix or remove these keys."
+class ImportConfig(StrictModel):
+    """Configuration of ``bigearthnet import-v1``."""
 
-
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping; ConfigError if missing or not a mapping."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file {p} does not exist")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {p} is not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {p} must hold a mapping of keys, got {type(data).__name__}")
-    return data
-
-
-def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def resolve(model: type[M], config_file: str | Path | None, overrides: dict[str, Any]) -> M:
-    """Build a config from defaults < YAML file < explicit overrides (None values ignored).
-
-    Raises:
-        ConfigError: unknown key or invalid value, naming the file.
-    """
-    data: dict[str, Any] = load_yaml(config_file) if config_file else {}
-    clean = {k: v for k, v in overrides.items() if v is not None}
-    data = _deep_merge(data, clean)
-    source = str(config_file) if config_file else "command-line options"
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, source)) from None
+    archive: str = Field(..., description="BigEarthNet-S2 v1.0 folder (one sub-folder per patch)")
+    out: str = Field(..., description="dataset folder to create")
+    overwrite: bool = False
+    splits_dir: str | None = Field(None, description="folder with official train/val/test CSVs")
+    exclude_lists: list[str] = Field(
+        default_factory=list,
+        description="headerless CSVs of v1 names to drop; a file whose name contains 'snow' also "
+        "sets contains_seasonal_snow, 'cloud' sets contains_cloud_or_shadow",
+    )
+    split_seed: int = 0
+    split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    patches_per_task: int = Field(512, ge=1)
+    compression: str = "zstd"
+    spark: SparkConfig = Field(default_factory=SparkConfig)

@@ -14,7 +14,10 @@ from pathlib import Path
 
 from pydantic import Field
 
-from bigearthnet.config import BuildConfig, SparkConfig, StrictModel
+from bigearthnet.config import BuildConfig, SparkConfig
+from bigearthnet.configbase import StrictModel
+from bigearthnet.train.config import TrainConfig
+from bigearthnet.train.registry import MODEL_NAMES, MODELS
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +27,6 @@ DEFAULT_PRODUCTS = [
     "S2A_MSIL2A_20170818T103021_N0205_R108_T32TMT_20170818T103407",  # Switzerland, August
     "S2B_MSIL2A_20180204T094159_N0206_R036_T35VNJ_20180204T114851",  # Finland, February
 ]
-MODELS = ("s-cnn-rgb", "s-cnn-all", "inception-v3")
 
 
 class RunConfig(StrictModel):
@@ -37,9 +39,9 @@ class RunConfig(StrictModel):
     seed: int = 0
     label_rule: str = "v1"
     label_set: str = "43"
-    models: list[str] = Field(default_factory=lambda: list(MODELS))
+    models: list[str] = Field(default_factory=lambda: list(MODEL_NAMES))
     epochs: dict[str, int] = Field(
-        default_factory=lambda: {"s-cnn-rgb": 15, "s-cnn-all": 15, "inception-v3": 2})
+        default_factory=lambda: {name: spec.demo_epochs for name, spec in MODELS.items()})
     # A few hundred training patches and a few minutes of CPU: small batches and a larger
     # step than conf/paper.yaml's 0.01, which stays on the class-frequency plateau this short.
     batch_size: int = 16
@@ -49,14 +51,28 @@ class RunConfig(StrictModel):
     spark: SparkConfig = Field(default_factory=SparkConfig)
 
 
+def train_model(cfg: TrainConfig | dict) -> dict:
+    """Train one model: in this process, with local DDP, or through TorchDistributor (``spark``).
+
+    The one place that picks the launcher, so training itself never imports Spark.
+    """
+    from bigearthnet.train.launch import train
+
+    if not isinstance(cfg, TrainConfig):
+        cfg = TrainConfig.model_validate(cfg)
+    if cfg.spark:
+        from bigearthnet.spark.torch_distributor import run_torch_distributor
+
+        return train(cfg, launcher=run_torch_distributor)
+    return train(cfg)
+
+
 def run(cfg: RunConfig) -> Path:
     """Run the whole job; return the path of ``report.md``."""
+    from bigearthnet.report.evaluation import evaluate_run
     from bigearthnet.report.markdown import write_report
     from bigearthnet.spark.build import run_build
     from bigearthnet.synth import SynthConfig, synthesize
-    from bigearthnet.train.config import TrainConfig
-    from bigearthnet.train.evaluate import evaluate
-    from bigearthnet.train.loop import train
 
     work = Path(cfg.workdir).resolve()
     if work.exists() and cfg.overwrite:
@@ -84,12 +100,12 @@ def run(cfg: RunConfig) -> Path:
     for model in cfg.models:
         t = time.perf_counter()
         run_dir = work / "runs" / model
-        train(TrainConfig(
+        train_model(TrainConfig(
             dataset=str(work / "dataset"), out=str(run_dir), model=model, label_set=cfg.label_set,
             epochs=cfg.epochs.get(model, 3), batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
-            weights=cfg.weights if model == "inception-v3" else None, overwrite=True,
+            weights=cfg.weights if MODELS[model].pretrained else None, overwrite=True,
         ))
-        evaluate(run_dir, split="test")
+        evaluate_run(run_dir, split="test")
         runs[model] = run_dir
         timings[f"{model}_s"] = time.perf_counter() - t
         log.info("%s trained and evaluated (%.1f s)", model, timings[f"{model}_s"])

@@ -33,8 +33,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from bigearthnet.configbase import StrictModel
 from bigearthnet.errors import InputNotFoundError, LabelingInputError
 from bigearthnet.sentinel2.bands import (
     SCL_CLOUD_HIGH,
@@ -64,14 +65,14 @@ DROP_REASONS: tuple[str, ...] = ("nodata", "snow", "cloud_shadow", "lists", "unl
 """
 
 
-class QualityConfig(BaseModel):
+class QualityConfig(StrictModel):
     """Thresholds of the quality flags and drop decisions (fractions of a patch, 0..1).
 
     Defaults reproduce the paper (drop only fully covered patches) plus reBEN's nodata rule.
     Set a ``drop_*`` threshold to ``None`` to never drop for that reason.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(frozen=True)
 
     flag_snow_above: float = Field(0.0, ge=0.0, le=1.0)
     """``contains_seasonal_snow`` when the snow fraction is > this."""

@@ -11,13 +11,13 @@ import hashlib
 import math
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
-from bigearthnet.errors import LabelingInputError, SplitListError
+from bigearthnet.constants import SPLITS
+from bigearthnet.errors import ConfigError, LabelingInputError, SplitListError
 from bigearthnet.quality import read_name_list
-
-SPLITS: tuple[str, str, str] = ("train", "validation", "test")
 
 RING_TEST_MAX = 0.5
 """reBEN: centroids with normalised Chebyshev distance <= 0.5 (inner square, 1/4 area) -> test."""
@@ -129,6 +129,51 @@ def reben_split(
     return out
 
 
+OFFICIAL_STEMS: tuple[str, str, str] = ("train", "val", "test")
+"""File stems of the official v1 split files, in :data:`SPLITS` order."""
+
+
+def read_official_lists(
+    train_csv: str | os.PathLike[str],
+    val_csv: str | os.PathLike[str],
+    test_csv: str | os.PathLike[str],
+) -> dict[str, str]:
+    """v1 name -> split from the three official split files.
+
+    Raises:
+        InputNotFoundError: a file is missing.
+        SplitListError: a name appears in two different split files.
+    """
+    lookup: dict[str, str] = {}
+    for split, path in zip(SPLITS, (train_csv, val_csv, test_csv), strict=True):
+        for name in read_name_list(path):
+            previous = lookup.setdefault(name, split)
+            if previous != split:
+                raise SplitListError(
+                    f"patch {name} is listed in both the {previous} and the {split} split files "
+                    f"({path}); the official split files must be disjoint"
+                )
+    return lookup
+
+
+def official_lookup(folder: str | os.PathLike[str] | None) -> dict[str, str]:
+    """v1 name -> split from ``train``/``val``/``test`` ``.csv`` (or ``.csv.bz2``/``.csv.gz``)
+    in ``folder``.
+
+    Raises:
+        ConfigError: no folder given.
+        InputNotFoundError: a split file is missing.
+        SplitListError: the files overlap.
+    """
+    if not folder:
+        raise ConfigError("split: official needs official_splits: a folder with train/val/test CSVs")
+    paths = []
+    for stem in OFFICIAL_STEMS:
+        candidates = [Path(folder) / f"{stem}{ext}" for ext in (".csv", ".csv.bz2", ".csv.gz")]
+        paths.append(next((c for c in candidates if c.exists()), candidates[0]))
+    return read_official_lists(*paths)
+
+
 def official_split(
     names_v1: Sequence[str] | np.ndarray,
     train_csv: str | os.PathLike[str],
@@ -152,13 +197,5 @@ def official_split(
         InputNotFoundError: a file is missing.
         SplitListError: a name appears in two different split files.
     """
-    lookup: dict[str, str] = {}
-    for split, path in zip(SPLITS, (train_csv, val_csv, test_csv), strict=True):
-        for name in read_name_list(path):
-            previous = lookup.setdefault(name, split)
-            if previous != split:
-                raise SplitListError(
-                    f"patch {name} is listed in both the {previous} and the {split} split files "
-                    f"({path}); the official split files must be disjoint"
-                )
+    lookup = read_official_lists(train_csv, val_csv, test_csv)
     return np.array([lookup.get(str(n)) for n in names_v1], dtype=object)

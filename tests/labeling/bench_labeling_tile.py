@@ -19,8 +19,9 @@ from pyproj import Transformer
 
 from bigearthnet.clc.nomenclature import CODES_44
 from bigearthnet.clc.reader import read_clc_bbox
-from bigearthnet.labeling.rules import labels_reben, labels_v1, reference_maps
+from bigearthnet.labeling.raster import reference_maps
 from bigearthnet.labeling.sedona import code_areas
+from bigearthnet.stages.labels import labels_reben, labels_v1
 
 ULX, ULY, EPSG, N = 600000.0, 5900040.0, 32629, 91
 

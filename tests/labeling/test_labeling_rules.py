@@ -8,15 +8,11 @@ import pytest
 import shapely
 
 from bigearthnet.clc.nomenclature import LABELS_19, LABELS_43, multi_hot
+from bigearthnet.dataset.schema import LABEL_SCHEMA
 from bigearthnet.errors import LabelingInputError, UnknownClcCodeError
-from bigearthnet.labeling.rules import (
-    LABEL_SCHEMA,
-    labels_reben,
-    labels_v1,
-    multi_hot_array,
-    reference_maps,
-)
+from bigearthnet.labeling.raster import reference_maps
 from bigearthnet.labeling.sedona import code_areas
+from bigearthnet.stages.labels import labels_reben, labels_v1, multi_hot_array
 
 ULX, ULY = 499980.0, 5300040.0
 PATCH = 1200.0

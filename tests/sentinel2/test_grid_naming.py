@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from bigearthnet.errors import ProductNameError, TileTooSmallError
+from bigearthnet.constants import FULL_TILE_PX
 from bigearthnet.sentinel2.grid import (
-    FULL_TILE_PX,
     PatchGrid,
     mgrs_tile_origin,
     tile_origin,

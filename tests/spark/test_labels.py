@@ -21,7 +21,7 @@ from rasterio.transform import from_origin
 
 from bigearthnet.clc.nomenclature import CODE_TO_NAME_19, LABELS_19, LABELS_43
 from bigearthnet.config import BuildConfig, SparkConfig
-from bigearthnet.dataset.build_task import labeled_schema
+from bigearthnet.dataset.schema import labeled_schema
 from bigearthnet.quality import QualityConfig
 from bigearthnet.spark.build import run_build
 from worlds import T29UPU, T33UUP, synth_world

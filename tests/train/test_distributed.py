@@ -24,10 +24,10 @@ from bigearthnet.train.distributed import (
     ERROR_MARK,
     context_from_env,
     init_distributed,
-    launch_local,
     raise_from_marker,
 )
-from bigearthnet.train.loop import make_optimizer, train, train_step
+from bigearthnet.train.launch import launch_local, train
+from bigearthnet.train.loop import make_optimizer, train_step
 from bigearthnet.train.models import build_model
 
 SGD = TrainConfig(dataset="unused", out="unused", lr=0.05, momentum=0.9, weight_decay=1e-4)
@@ -125,8 +125,8 @@ def test_unnamed_error_becomes_distributed_training_error():
 DRIVER = textwrap.dedent("""
     import json, sys
     from bigearthnet.train.config import TrainConfig
-    from bigearthnet.train.loop import train
-    result = train(TrainConfig.model_validate_json(sys.argv[1]))
+    from bigearthnet.pipeline import train_model
+    result = train_model(TrainConfig.model_validate_json(sys.argv[1]))
     print("RESULT " + json.dumps({k: result[k] for k in ("ranks", "world_size", "history")}))
 """)
 

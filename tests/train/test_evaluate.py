@@ -14,7 +14,8 @@ import torch
 
 from bigearthnet.errors import DatasetSchemaError, RunNotFoundError
 from bigearthnet.report import write_report
-from bigearthnet.train.evaluate import EVAL_FILES, evaluate
+from bigearthnet.report.evaluation import evaluate_run as evaluate
+from bigearthnet.train.evaluate import EVAL_FILES
 from bigearthnet.train.models import build_model
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

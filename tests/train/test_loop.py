@@ -23,7 +23,7 @@ from bigearthnet.errors import (
 from bigearthnet.train import loop
 from bigearthnet.train.checkpoint import load_checkpoint, save_checkpoint
 from bigearthnet.train.config import TrainConfig
-from bigearthnet.train.loop import train
+from bigearthnet.train.launch import train
 
 REPO = Path(__file__).resolve().parents[2]
 LOG_KEYS = {"epoch", "train_loss", "train_samples", "steps", "img_per_s", "img_per_s_steady",

@@ -6,14 +6,17 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from bigearthnet.dataset.layout import SUCCESS
 from bigearthnet.errors import OutputExistsError
 
-SUCCESS_MARKER = "_SUCCESS"
+SUCCESS_MARKER = SUCCESS
 
 
 def staging_dir(out: Path) -> Path:
@@ -29,13 +32,20 @@ def check_output(out: Path, overwrite: bool) -> None:
         )
 
 
-def commit_dir(staging: Path, out: Path, overwrite: bool) -> None:
+def commit_dir(staging: Path, out: Path, overwrite: bool, marker: bool = True) -> None:
     """Write the success marker, then move ``staging`` to ``out`` atomically.
 
     An existing ``out`` is replaced only when ``overwrite`` is set; it is moved aside first and
-    deleted after the rename, so ``out`` is always either the old or the new complete dataset.
+    deleted after the rename, so ``out`` is always either the old or the new complete folder.
+
+    Args:
+        staging: the complete folder, a sibling of ``out``.
+        out: the final name.
+        overwrite: replace an existing ``out``.
+        marker: write ``_SUCCESS`` into ``staging`` first (datasets).
     """
-    (staging / SUCCESS_MARKER).write_text("")
+    if marker:
+        (staging / SUCCESS).write_text("")
     old = None
     if out.exists():
         if not overwrite:
@@ -45,6 +55,27 @@ def commit_dir(staging: Path, out: Path, overwrite: bool) -> None:
     os.replace(staging, out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def staged_output(out: Path, overwrite: bool, marker: bool = True) -> Iterator[Path]:
+    """Build a folder under a hidden sibling name; commit it as ``out`` when the block ends.
+
+    The one atomic folder swap of the package (datasets, evaluations, reports): if the block
+    raises, the staging folder is deleted and ``out`` is untouched.
+
+    Yields:
+        The staging folder (created, empty).
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = staging_dir(out)
+    staging.mkdir()
+    try:
+        yield staging
+        commit_dir(staging, out, overwrite, marker)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def write_json(path: Path, doc: dict) -> None:

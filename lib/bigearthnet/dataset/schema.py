@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
+from bigearthnet.constants import PATCH_SIZE_PX, patch_px
 from bigearthnet.sentinel2.bands import GROUPS
 
 SCHEMA_KEY = b"bigearthnet.schema"
@@ -99,7 +100,7 @@ def encode_tensor(values: np.ndarray, column: TensorColumn) -> pa.Array:
 
 def _group_column(resolution_m: int) -> TensorColumn:
     bands = GROUPS[resolution_m]
-    px = 1200 // resolution_m
+    px = patch_px(resolution_m)
     return TensorColumn(
         f"bands_{resolution_m}m", "<u2", (len(bands), px, px),
         f"{', '.join(bands)} at {resolution_m} m: uint16 BOA reflectance x 10000, 0 = no data",
@@ -165,9 +166,9 @@ class PatchSchema:
 
 MULTI_HOT_43 = TensorColumn("multi_hot_43", "|u1", (43,), "43-class multi-hot, manifest class_orders.labels_43 order")
 MULTI_HOT_19 = TensorColumn("multi_hot_19", "|u1", (19,), "19-class multi-hot, manifest class_orders.labels_19 order")
-REFERENCE_MAP = TensorColumn("reference_map", "<u2", (120, 120), "CLC 2018 code per 10 m pixel (pixel-centre rule), 0 = no CLC")
+REFERENCE_MAP = TensorColumn("reference_map", "<u2", (PATCH_SIZE_PX, PATCH_SIZE_PX), "CLC 2018 code per 10 m pixel (pixel-centre rule), 0 = no CLC")
 
-LABEL_COLUMNS: tuple[Column | TensorColumn, ...] = (
+RULE_COLUMNS: tuple[Column | TensorColumn, ...] = (
     Column("labels_43", pa.list_(pa.string()), "CLC Level-3 class names (paper's 43 classes), official order"),
     Column("labels_19", pa.list_(pa.string()), "reBEN 19-class names, official order"),
     MULTI_HOT_43,
@@ -175,6 +176,10 @@ LABEL_COLUMNS: tuple[Column | TensorColumn, ...] = (
     Column("clc_codes", pa.list_(pa.string()), "CLC codes present in the patch, ascending"),
     Column("clc_area_fractions", pa.list_(pa.float32()), "patch area fraction per clc_codes entry"),
     Column("unlabeled_fraction", pa.float32(), "fraction of pixels with no CLC or no 19-class equivalent"),
+)
+"""What a label rule decides per patch (see :data:`LABEL_SCHEMA`)."""
+
+SCREEN_COLUMNS: tuple[Column | TensorColumn, ...] = (
     Column("cloud_fraction", pa.float32(), "SCL 8, 9, 10 fraction"),
     Column("shadow_fraction", pa.float32(), "SCL 3 fraction"),
     Column("snow_fraction", pa.float32(), "SCL 11 fraction"),
@@ -182,6 +187,9 @@ LABEL_COLUMNS: tuple[Column | TensorColumn, ...] = (
     Column("contains_seasonal_snow", pa.bool_(), "snow fraction above the flag threshold"),
     Column("contains_cloud_or_shadow", pa.bool_(), "cloud + shadow fraction above the flag threshold"),
 )
+"""What the screen stage measures per patch."""
+
+LABEL_COLUMNS: tuple[Column | TensorColumn, ...] = RULE_COLUMNS + SCREEN_COLUMNS
 
 PATCH_SCHEMA = PatchSchema(TILING_COLUMNS)
 """The tiling-only patch table (no CLC given)."""
@@ -204,8 +212,46 @@ def _nullable(col: Column | TensorColumn) -> Column | TensorColumn:
 IMPORTED_PATCH_SCHEMA = PatchSchema(tuple(_nullable(c) for c in TILING_COLUMNS + LABEL_COLUMNS))
 """Patches imported from the BigEarthNet v1 folder archive: no SCL (so no SCL fractions) and no
 CLC areas; flags come from the official snow/cloud lists."""
-"""The labeled patch table; files live under ``patches/split=<train|validation|test>/``.
-A ``reference_map`` column is appended when ``reference_maps`` is on."""
+
+
+def labeled_schema(reference_maps: bool) -> PatchSchema:
+    """The patch table of a labeled build; files live under ``patches/split=<split>/``.
+
+    Args:
+        reference_maps: append the ``reference_map`` column.
+    """
+    extra = (REFERENCE_MAP,) if reference_maps else ()
+    return PatchSchema(TILING_COLUMNS + LABEL_COLUMNS + extra)
+
+
+LABEL_SCHEMA = pa.schema(
+    [pa.field("patch_index", pa.int32(), nullable=False)]
+    + [pa.field(c.name, c.arrow_type, nullable=False) for c in RULE_COLUMNS]
+    + [pa.field("drop_unlabeled", pa.bool_(), nullable=False)]
+)
+"""The label table both label rules return, one row per patch of a tile or strip:
+``patch_index`` (row-major, 0..n-1), the :data:`RULE_COLUMNS` (``multi_hot_*`` as raw bytes, the
+dataset's tensor layout) and ``drop_unlabeled`` (the rule's drop decision)."""
+
+METADATA_COLUMNS: tuple[Column, ...] = (
+    Column("patch_id", pa.string(), "reBEN/v2 name"),
+    Column("labels", pa.list_(pa.string()), "reBEN 19-class names"),
+    Column("split", pa.string(), "train, validation or test"),
+    Column("country", pa.string(), "country of the tile (null when ambiguous)"),
+    Column("s1_name", pa.string(), "Sentinel-1 patch name (null: not paired)"),
+    Column("s2v1_name", pa.string(), "BigEarthNet v1 name"),
+    Column("contains_seasonal_snow", pa.bool_(), "snow flag"),
+    Column("contains_cloud_or_shadow", pa.bool_(), "cloud/shadow flag"),
+    Column("labels_43", pa.list_(pa.string()), "the paper's 43-class names"),
+    Column("tile_id", pa.string(), "MGRS tile"),
+    Column("product_id", pa.string(), "source L2A product"),
+    Column("footprint_wgs84", pa.binary(), "patch footprint as WKB in EPSG:4326"),
+)
+"""``metadata.parquet``: the reBEN columns first (as TorchGeo's ``BigEarthNetV2`` reads them),
+then ours."""
+
+METADATA_SCHEMA = pa.schema([(c.name, c.arrow_type) for c in METADATA_COLUMNS])
+"""Arrow schema of ``metadata.parquet`` (plain, no key-value metadata)."""
 
 
 def tensor_columns_from_metadata(schema: pa.Schema) -> dict[str, TensorColumn]:

@@ -27,11 +27,10 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from bigearthnet.constants import PATCH_SIZE_PX, patch_px
+from bigearthnet.dataset.layout import DatasetLayout
 from bigearthnet.errors import ConfigError, DatasetSchemaError, InputNotFoundError, StatsError
 from bigearthnet.sentinel2.bands import BAND_NAMES, GROUPS, RGB
-
-PATCH_PX = 120
-"""Output side in pixels (10 m grid)."""
 
 BAND_COLUMNS: dict[int, str] = {10: "bands_10m", 20: "bands_20m", 60: "bands_60m"}
 """Tensor column of each native resolution."""
@@ -49,7 +48,7 @@ def load_stats(path: str | Path) -> dict:
     """
     p = Path(path)
     if p.is_dir():
-        p = p / "stats.json"
+        p = DatasetLayout(p).stats
     if not p.is_file():
         raise InputNotFoundError(f"band statistics {p} do not exist; was the dataset built?")
     try:
@@ -165,7 +164,7 @@ class BatchTransform:
         parts = []
         for res, col, index, mean, std in self._groups:
             raw = batch[col]
-            px = PATCH_PX * 10 // res
+            px = patch_px(res)
             if raw.ndim != 4 or tuple(raw.shape[1:]) != (len(GROUPS[res]), px, px):
                 raise DatasetSchemaError(
                     f"batch column {col} has shape {tuple(raw.shape)}, expected (B, {len(GROUPS[res])}, {px}, {px})"
@@ -174,8 +173,8 @@ class BatchTransform:
             if index != list(range(len(GROUPS[res]))):
                 x = x[:, index]
             x = (x - mean) / std
-            if px != PATCH_PX:
-                x = F.interpolate(x, size=(PATCH_PX, PATCH_PX), mode="bicubic", align_corners=False)
+            if px != PATCH_SIZE_PX:
+                x = F.interpolate(x, size=(PATCH_SIZE_PX, PATCH_SIZE_PX), mode="bicubic", align_corners=False)
             parts.append(x)
         x = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
         if not self._identity:

@@ -19,31 +19,26 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from bigearthnet.dataset.io import staged_output
 from bigearthnet.errors import ConfigError, RunNotFoundError
+from bigearthnet.train.registry import MODEL_NAMES, MODELS
 
 __all__ = ["MODEL_ORDER", "PAPER_TABLE4", "write_report"]
 
 PAPER_TABLE4: dict[str, dict[str, Any]] = {
-    "inception-v3": {"name": "Inception-v2", "precision": 48.23, "recall": 56.79,
-                     "f1": 0.4988, "f2": 0.5301},
-    "s-cnn-rgb": {"name": "S-CNN-RGB", "precision": 65.06, "recall": 75.57,
-                  "f1": 0.6759, "f2": 0.7139},
-    "s-cnn-all": {"name": "S-CNN-All", "precision": 69.93, "recall": 77.10,
-                  "f1": 0.7098, "f2": 0.7384},
+    name: {"name": spec.paper_name, **spec.paper_scores} for name, spec in MODELS.items()
 }
 """The paper's Table 4 (P and R in %, F1 and F2 as fractions), keyed by our model names. Our
 Inception baseline is torchvision's Inception-v3; the paper used Inception-v2."""
 
-MODEL_ORDER = ("inception-v3", "s-cnn-rgb", "s-cnn-all")
+MODEL_ORDER = MODEL_NAMES
 """Row order of the paper's Table 4."""
 
-DISPLAY = {"inception-v3": "Inception-v3 (frozen, FC head)", "s-cnn-rgb": "S-CNN-RGB",
-           "s-cnn-all": "S-CNN-All"}
+DISPLAY = {name: spec.display for name, spec in MODELS.items()}
 PLOTS = ("training_curves.png", "per_class_f1.png", "examples.png")
 SCORES = ("precision", "recall", "f1", "f2")
 
@@ -96,10 +91,7 @@ def write_report(workdir: str | os.PathLike[str],
     docs = {m: _read_metrics(m, Path(runs[m]), split) for m in models}
 
     out = Path(workdir) / "report"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = out.parent / f".report.tmp-{uuid.uuid4().hex[:12]}"
-    stage.mkdir()
-    try:
+    with staged_output(out, overwrite=True, marker=False) as stage:
         plots: dict[str, list[str]] = {}
         for m in models:
             src = Path(runs[m]) / ("eval" if split == "test" else f"eval_{split}")
@@ -113,16 +105,6 @@ def write_report(workdir: str | os.PathLike[str],
                               for m in models}, "split": split}
         (stage / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         (stage / "report.md").write_text(_markdown(models, docs, runs, plots, split))
-        old = None
-        if out.exists():
-            old = out.parent / f".report.old-{uuid.uuid4().hex[:12]}"
-            os.replace(out, old)
-        os.replace(stage, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if stage.exists():
-            shutil.rmtree(stage, ignore_errors=True)
     return out / "report.md"
 
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-PATCH_SIZE_M = 1200
-"""Side of one BigEarthNet patch in metres."""
+from bigearthnet.constants import patch_px
 
 
 @dataclass(frozen=True)
@@ -27,7 +26,7 @@ class Band:
     @property
     def patch_size_px(self) -> int:
         """Pixels per patch side at the native resolution (120, 60 or 20)."""
-        return PATCH_SIZE_M // self.resolution_m
+        return patch_px(self.resolution_m)
 
 
 # Ordered B01 ... B12 as in the BigEarthNet v1 reference code and its normalisation table.

@@ -10,13 +10,8 @@ from importlib import resources
 
 import numpy as np
 
+from bigearthnet.constants import PATCH_SIZE_M, PATCH_SIZE_PX
 from bigearthnet.errors import TileTooSmallError
-from bigearthnet.sentinel2.bands import PATCH_SIZE_M
-
-FULL_TILE_PX = 10980
-"""A full Sentinel-2 tile at 10 m: 109.8 km."""
-
-BASE_RESOLUTION_M = 10
 
 
 @dataclass(frozen=True)
@@ -108,7 +103,7 @@ class PatchGrid:
     @property
     def patch_size_px(self) -> int:
         """Patch side in 10 m pixels (120)."""
-        return PATCH_SIZE_M // BASE_RESOLUTION_M
+        return PATCH_SIZE_PX
 
     @property
     def n_cols(self) -> int:
@@ -131,7 +126,7 @@ class PatchGrid:
             raise TileTooSmallError(
                 f"{what}: tile is {self.width_px}x{self.height_px} px at 10 m, smaller than one "
                 f"{PATCH_SIZE_M} m patch ({self.patch_size_px}x{self.patch_size_px} px). "
-                "Use full Sentinel-2 tiles or crops of at least 120x120 px."
+                f"Use full Sentinel-2 tiles or crops of at least {PATCH_SIZE_PX}x{PATCH_SIZE_PX} px."
             )
 
     def bounds(self, col: np.ndarray | int, row: np.ndarray | int) -> tuple:

@@ -15,6 +15,7 @@ import rasterio
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
+from bigearthnet.constants import patch_px
 from bigearthnet.errors import (
     CorruptRasterError,
     GeoreferenceMismatchError,
@@ -112,7 +113,7 @@ class OpenProduct(contextlib.AbstractContextManager):
         grid = PatchGrid(ulx, uly, ref.width, ref.height)
         grid.check(f"product {pid} ({ref_path})")
         for layer, ds in self._datasets.items():
-            px = 1200 // _RES[layer]
+            px = patch_px(_RES[layer])
             if ds.width < grid.n_cols * px or ds.height < grid.n_rows * px:
                 raise GeoreferenceMismatchError(
                     f"product {pid}: {layer} file {self.source.layers[layer]} is "
@@ -130,7 +131,7 @@ class OpenProduct(contextlib.AbstractContextManager):
 
     def _read_rows(self, layer: str, y0: int, out: np.ndarray) -> None:
         ds = self._datasets[layer]
-        px = 1200 // _RES[layer]
+        px = patch_px(_RES[layer])
         window = Window(0, y0, self.grid.n_cols * px, out.shape[0])
         try:
             ds.read(1, window=window, out=out)
@@ -153,7 +154,7 @@ class OpenProduct(contextlib.AbstractContextManager):
         for row0 in range(0, self.grid.n_rows, strip_rows):
             n = min(strip_rows, self.grid.n_rows - row0)
             bands = {
-                name: streams[name].take(n * (1200 // res))
+                name: streams[name].take(n * patch_px(res))
                 for res, names in GROUPS.items() for name in names
             }
             yield Strip(row0, n, bands, streams["SCL"].take(n * 60))
@@ -170,7 +171,7 @@ class _RowStream:
         self.product = product
         self.layer = layer
         ds = product._datasets[layer]
-        px = 1200 // _RES[layer]
+        px = patch_px(_RES[layer])
         self.limit = product.grid.n_rows * px  # rows covered by whole patches
         block_h = ds.block_shapes[0][0] if ds.block_shapes else 256
         # Read at least ~256 rows at a time for strip-organised (1-row block) files.

@@ -1,92 +1,29 @@
 """``bigearthnet build``: the distributed archive build, driven from the Spark driver.
 
-The driver only lists products and collects small summary rows; each Spark task reads one
-product's pixels and writes its Parquet files itself (``dataset.build_task``).
+The driver only lists products and collects small summary rows; each Spark task runs the build
+stages on one product (:func:`bigearthnet.stages.product.build_product`) and writes its Parquet
+files itself. The driver then merges the parts (:mod:`bigearthnet.stages.finish`) and commits
+the folder atomically.
 """
 
 from __future__ import annotations
 
-import json
-import platform
-import shutil
 import time
-from collections import defaultdict
 from pathlib import Path
 
-from bigearthnet import __version__
 from bigearthnet.config import BuildConfig
-from bigearthnet.dataset.build_task import build_product
-from bigearthnet.dataset.io import check_output, commit_dir, staging_dir, write_json
-from bigearthnet.dataset.schema import PATCH_SCHEMA
-from bigearthnet.errors import BigEarthNetError, BuildFailedError, error_from_name
-from bigearthnet.sentinel2.naming import parse_product_name
-from bigearthnet.sentinel2.products import DiscoveryFailure, ProductSource, discover_products
+from bigearthnet.dataset.io import check_output, staged_output, write_json
+from bigearthnet.dataset.layout import DatasetLayout
+from bigearthnet.errors import BuildFailedError, error_from_name
+from bigearthnet.sentinel2.products import ProductSource, discover_products
 from bigearthnet.spark.session import get_session
-
-MANIFEST = "manifest.json"
-
-
-def package_versions() -> dict[str, str]:
-    """Versions of the components that shape the output."""
-    import numpy
-    import pyarrow
-    import pyspark
-    import rasterio
-    import shapely
-
-    return {
-        "bigearthnet": __version__, "python": platform.python_version(),
-        "numpy": numpy.__version__, "pyarrow": pyarrow.__version__,
-        "pyspark": pyspark.__version__, "rasterio": rasterio.__version__,
-        "gdal": rasterio.__gdal_version__, "shapely": shapely.__version__,
-    }
-
-
-def check_duplicate_patch_ids(sources: list[ProductSource]) -> None:
-    """Two products of one datatake, orbit and tile (e.g. reprocessed baselines) would give
-    identical v2 patch ids; refuse them before any work."""
-    seen: dict[tuple, str] = {}
-    for src in sources:
-        n = parse_product_name(src.product_id)
-        key = (n.mission, n.datatake, n.orbit, n.tile)
-        if key in seen:
-            raise BigEarthNetError(
-                f"products {seen[key]} and {src.product_id} cover the same datatake and tile "
-                "and would produce identical patch ids; keep one of them"
-            )
-        seen[key] = src.product_id
-
-
-def v1_collisions(summaries: list[dict]) -> dict:
-    """Count v1 names shared by several tiles of one datatake (v1 names lack the tile id)."""
-    by_datatake: dict[str, list[dict]] = defaultdict(list)
-    for s in summaries:
-        n = parse_product_name(s["product_id"])
-        by_datatake[f"{n.mission}_MSIL2A_{n.datatake}"].append(s)
-    names = patches = 0
-    groups = []
-    for key, members in sorted(by_datatake.items()):
-        if len(members) < 2:
-            continue
-        cover: dict[tuple[int, int], int] = defaultdict(int)
-        for s in members:
-            for r in range(s["n_rows"]):
-                for c in range(s["n_cols"]):
-                    cover[(c, r)] += 1
-        shared = [k for k, v in cover.items() if v > 1]
-        if shared:
-            names += len(shared)
-            patches += sum(cover[k] for k in shared)
-            groups.append({"datatake": key, "tiles": sorted(parse_product_name(s["product_id"]).tile
-                                                           for s in members),
-                           "names": len(shared)})
-    return {"names": names, "patches": patches, "groups": groups}
+from bigearthnet.spark.tasks import run_indexed_tasks
+from bigearthnet.stages.finish import check_duplicate_patch_ids, finish_labeled, make_manifest
+from bigearthnet.stages.product import build_product
+from bigearthnet.stages.write import SUMMARY_FIELDS
 
 
 def _run_tasks(spark, sources: list[ProductSource], staging: Path, cfg: BuildConfig) -> list[dict]:
-    from bigearthnet.dataset.build_task import SUMMARY_FIELDS
-    from bigearthnet.spark.tasks import run_indexed_tasks
-
     payload = [s.to_json() for s in sources]
     cfg_json, staging_str = cfg.model_dump_json(), str(staging)
 
@@ -114,9 +51,7 @@ def run_build(cfg: BuildConfig) -> dict:
     check_duplicate_patch_ids(sources)
     t_discover = time.perf_counter() - t0
 
-    staging = staging_dir(out)
-    staging.mkdir(parents=True)
-    try:
+    with staged_output(out, cfg.overwrite) as staging:
         spark = get_session(cfg.spark, master=None)
         t1 = time.perf_counter()
         summaries = _run_tasks(spark, sources, staging, cfg) if sources else []
@@ -138,115 +73,8 @@ def run_build(cfg: BuildConfig) -> dict:
             t2 = time.perf_counter()
             finish_labeled(staging, ok, manifest)
             manifest["timings_s"]["merge_s"] = time.perf_counter() - t2
-        write_json(staging / MANIFEST, manifest)
-        (staging / "build_config.json").write_text(cfg.model_dump_json(indent=2) + "\n")
-        commit_dir(staging, out, cfg.overwrite)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        layout = DatasetLayout(staging)
+        write_json(layout.manifest, manifest)
+        layout.build_config.write_text(cfg.model_dump_json(indent=2) + "\n")
     manifest["timings_s"]["total_s"] = time.perf_counter() - t0
     return manifest
-
-
-def finish_labeled(staging: Path, ok: list[dict], manifest: dict) -> None:
-    """Merge the tasks' metadata parts and train histograms; add label counts to the manifest."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from bigearthnet.clc.nomenclature import class_orders
-    from bigearthnet.dataset.build_task import METADATA_SCHEMA, labeled_schema
-    from bigearthnet.dataset.stats import BandHistograms
-    from bigearthnet.quality import DROP_REASONS
-
-    parts = sorted((staging / "_parts" / "metadata").glob("*.parquet"))
-    meta = pa.concat_tables([pq.read_table(p) for p in parts]) if parts else METADATA_SCHEMA.empty_table()
-    meta = meta.sort_by("patch_id")
-    pq.write_table(meta, staging / "metadata.parquet")
-    shutil.rmtree(staging / "_parts", ignore_errors=True)
-
-    hist = BandHistograms()
-    for s in ok:
-        if s["histograms"]:
-            hist.merge(BandHistograms.from_bytes(s["histograms"]))
-    n_train = sum(json.loads(s["counts"]).get("kept_train", 0) for s in ok)
-    write_json(staging / "stats.json", {
-        "split": "train", "n_patches": n_train,
-        "note": "per-band statistics of uint16 values at native resolution over the train split; "
-                "percentiles use the inverted-CDF definition",
-        "bands": hist.summary(),
-    })
-
-    counts = manifest["counts"]
-    task_counts: dict[str, int] = defaultdict(int)
-    for s in ok:
-        for k, v in json.loads(s["counts"]).items():
-            task_counts[k] += v
-    reasons = list(DROP_REASONS) + (["not_in_split"] if manifest["config"]["split"] == "official" else [])
-    for r in reasons:
-        counts[f"dropped_{r}"] = task_counts.get(f"dropped_{r}", 0)
-    counts["patches_kept"] = meta.num_rows
-    for split in ("train", "validation", "test"):
-        counts[f"kept_{split}"] = task_counts.get(f"kept_{split}", 0)
-    dropped = sum(counts[f"dropped_{r}"] for r in reasons)
-    if counts["patches_cut"] != counts["patches_kept"] + dropped:
-        raise BuildFailedError(
-            f"internal count mismatch: cut {counts['patches_cut']} != kept {counts['patches_kept']}"
-            f" + dropped {dropped}; please report this"
-        )
-    orders = class_orders()
-    manifest["class_orders"] = orders
-    manifest["drop_reason_order"] = reasons
-    manifest["class_frequencies"] = {}
-    manifest["label_cardinality"] = {}
-    for key, column in (("labels_43", "labels_43"), ("labels_19", "labels")):
-        freq: dict[str, int] = {name: 0 for name in orders[key]}
-        card: dict[str, int] = defaultdict(int)
-        for labels in meta[column].to_pylist():
-            card[str(len(labels))] += 1
-            for name in labels:
-                freq[name] += 1
-        manifest["class_frequencies"][key] = freq
-        manifest["label_cardinality"][key] = dict(sorted(card.items(), key=lambda kv: int(kv[0])))
-    clc: dict[str, int] = defaultdict(int)
-    for s in ok:
-        for k, v in json.loads(s["clc"] or "{}").items():
-            clc[k] += v
-    manifest["clc"] = dict(clc)
-    counts["clc_invalid_repaired"] = clc.get("invalid_repaired", 0)
-    manifest["schema"] = labeled_schema(manifest["config"]["reference_maps"]).to_json()
-    manifest["timings_s"]["label_s"] = sum(s["label_s"] or 0.0 for s in ok)
-    manifest["timings_s"]["tasks_cpu_s"] = sum(s["cpu_s"] for s in ok)
-
-
-def make_manifest(cfg: BuildConfig, ok: list[dict], failed: list[dict],
-                  discovery_failures: list[DiscoveryFailure], timings: dict) -> dict:
-    """The dataset manifest: schema, config, versions, counts, products, failures."""
-    collisions = v1_collisions(ok)
-    failures = [
-        {"path": f.path, "error_type": f.error_type, "message": f.message} for f in discovery_failures
-    ] + [
-        {"product_id": s["product_id"], "error_type": s["error_type"], "message": s["error_message"]}
-        for s in failed
-    ]
-    return {
-        "format": "bigearthnet-patches",
-        "schema": PATCH_SCHEMA.to_json(),
-        "config": json.loads(cfg.model_dump_json()),
-        "versions": package_versions(),
-        "counts": {
-            "products": len(ok),
-            "products_failed": len(failures),
-            "patches_cut": sum(s["n_patches"] for s in ok),
-            "patches_with_nodata": sum(s["n_nodata"] for s in ok),
-            "v1_name_collisions": collisions["names"],
-        },
-        "v1_name_collisions": collisions,
-        "products": [
-            {k: (json.loads(s[k]) if k in ("files", "counts") and s[k] else s[k])
-             for k in ("product_id", "n_patches", "n_nodata", "n_cols", "n_rows", "epsg",
-                       "files", "counts", "cpu_s", "wall_s", "label_s", "peak_rss_mb")}
-            for s in ok
-        ],
-        "failures": failures,
-        "timings_s": timings,
-    }

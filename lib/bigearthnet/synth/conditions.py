@@ -21,8 +21,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from bigearthnet.configbase import StrictModel
 from bigearthnet.synth.noise import LatticeNoise
 
 CLOUD_EDGE_ALPHA = 0.2
@@ -40,7 +41,7 @@ SHADOW_SCL_MIN = 0.4
 FIELD_MARGIN_M = 3000.0
 
 
-class ProductConditions(BaseModel):
+class ProductConditions(StrictModel):
     """Conditions of one product. ``None`` fields are drawn from the seed.
 
     Args:
@@ -49,8 +50,6 @@ class ProductConditions(BaseModel):
         snow_fraction: share of the tile under seasonal snow (SCL 11), 0-1.
         nodata_wedge: whether a swath-edge wedge of no data (all bands and SCL 0) is present.
     """
-
-    model_config = ConfigDict(extra="forbid")
 
     cloud_fraction: float | None = Field(default=None, ge=0.0, le=1.0)
     shadow: bool | None = None

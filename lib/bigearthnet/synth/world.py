@@ -29,9 +29,11 @@ from typing import Literal
 import numpy as np
 import rasterio.features
 import shapely
-from pydantic import BaseModel, ConfigDict
+from pydantic import Field
 from pyproj import Transformer
 
+from bigearthnet.configbase import StrictModel
+from bigearthnet.constants import FULL_TILE_PX, PATCH_SIZE_PX
 from bigearthnet.errors import ConfigError
 from bigearthnet.sentinel2.bands import (
     SCL_CLOUD_HIGH,
@@ -41,7 +43,7 @@ from bigearthnet.sentinel2.bands import (
     SCL_SNOW,
     SCL_THIN_CIRRUS,
 )
-from bigearthnet.sentinel2.grid import FULL_TILE_PX, tile_origin
+from bigearthnet.sentinel2.grid import tile_origin
 from bigearthnet.sentinel2.naming import ProductName, parse_product_name
 from bigearthnet.synth import landcover, writers
 from bigearthnet.synth.conditions import (
@@ -57,13 +59,13 @@ from bigearthnet.synth.spectra import RGB_IDENTICAL_GROUPS
 
 log = logging.getLogger(__name__)
 
-PATCH_PX = 120
+PATCH_PX = PATCH_SIZE_PX
 _SALT_POLY_BRIGHTNESS = 50
 GUARANTEED_FRACTION = 0.25
 """In a world of >= 2 products, at least one has this much cloud and one this much snow."""
 
 
-class SynthConfig(BaseModel):
+class SynthConfig(StrictModel):
     """Configuration of ``bigearthnet synth``.
 
     Args:
@@ -75,14 +77,12 @@ class SynthConfig(BaseModel):
         conditions: per-product overrides of the drawn conditions (key: product name).
     """
 
-    model_config = ConfigDict(extra="forbid")
-
-    products: list[str] = []
+    products: list[str] = Field(default_factory=list)
     tiles: int = 0
     size_px: int = 1200
     format: Literal["jp2", "cog"] = "jp2"
     seed: int = 0
-    conditions: dict[str, ProductConditions] = {}
+    conditions: dict[str, ProductConditions] = Field(default_factory=dict)
 
 
 def validate_config(config: SynthConfig) -> None:

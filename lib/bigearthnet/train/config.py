@@ -19,9 +19,10 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from bigearthnet.config import StrictModel
+from bigearthnet.configbase import StrictModel
 from bigearthnet.train.metrics import DEFAULT_THRESHOLD
 from bigearthnet.train.models import DEFAULT_FC_WIDTH
+from bigearthnet.train.registry import MODEL_NAMES, MODELS
 
 __all__ = ["RESUMABLE_CHANGES", "TrainConfig"]
 
@@ -34,8 +35,8 @@ class TrainConfig(StrictModel):
 
     dataset: str = Field(..., description="dataset folder written by `bigearthnet build`")
     out: str = Field(..., description="run folder to create (config, logs, checkpoints, eval)")
-    model: Literal["s-cnn-rgb", "s-cnn-all", "inception-v3"] = Field(
-        "s-cnn-all", description="s-cnn-rgb | s-cnn-all | inception-v3 (frozen backbone + FC head)"
+    model: Literal[MODEL_NAMES] = Field(
+        "s-cnn-all", description=" | ".join(f"{n} ({s.display})" for n, s in MODELS.items())
     )
     label_set: Literal["43", "19"] = Field("43", description="43 (paper) or 19 (reBEN) classes")
     epochs: int = Field(100, ge=1, description="total number of epochs (the paper: 100)")
@@ -93,7 +94,7 @@ class TrainConfig(StrictModel):
                 f"batch_size {self.batch_size} is the global batch and must be divisible by "
                 f"nproc {self.nproc}"
             )
-        if self.weights == "imagenet" and self.model != "inception-v3":
+        if self.weights == "imagenet" and not MODELS[self.model].pretrained:
             raise ValueError(
                 f"weights 'imagenet' only applies to inception-v3; {self.model} is trained from "
                 "scratch (weights: null)"

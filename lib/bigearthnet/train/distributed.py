@@ -1,19 +1,21 @@
-"""Distributed training: torchrun-style DDP on one machine, TorchDistributor on a Spark cluster.
+"""Process-group helpers for DDP training: where a process sits, joining, collectives, errors.
 
-Horovod does not build against current torch (DESIGN §3), so both paths use plain
+Horovod does not build against current torch (DESIGN §3), so training uses plain
 ``torch.distributed`` DDP; every process runs the same function,
 :func:`bigearthnet.train.loop.train_worker`, which reads its place from the environment
 variables torchrun sets (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``,
 ``MASTER_ADDR``, ``MASTER_PORT``) and joins the process group with ``init_method="env://"``.
+The launchers that start those processes are :mod:`bigearthnet.train.launch` (one machine) and
+:mod:`bigearthnet.spark.torch_distributor` (a Spark cluster).
 
-* **Local** (``nproc > 1``): :func:`launch_local` spawns ``nproc`` processes with
+* **Local** (``nproc > 1``): :func:`bigearthnet.train.launch.launch_local` spawns ``nproc`` processes with
   ``torch.multiprocessing`` (start method ``spawn``), sets those variables itself
   (``MASTER_ADDR=127.0.0.1`` and a free port) and collects every rank's return value. Backend:
   gloo on CPU, NCCL on CUDA (one GPU per process). On CPU the cores are divided between the
   processes (``torch.set_num_threads(cpu_count // nproc)``).
-* **Spark** (``spark=True``): :func:`run_torch_distributor` calls
+* **Spark** (``spark=True``): :func:`bigearthnet.spark.torch_distributor.run_torch_distributor` calls
   ``TorchDistributor(num_processes=nproc, local_mode=False, use_gpu=<CUDA available>).run(
-  train_worker, cfg_json)`` on the session of :func:`bigearthnet.spark.session.get_session`.
+  train_worker, cfg_json)`` on the current Spark session.
   Each of the ``nproc`` barrier tasks runs ``torchrun --nnodes=nproc --nproc_per_node=1`` on its
   executor, so every process is a separate Spark task. The run folder (``out``) and the dataset
   must be on a filesystem every executor sees at the same path (local disk on one machine, a
@@ -34,16 +36,11 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import re
-import shutil
 import socket
-import tempfile
-import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -52,11 +49,7 @@ from bigearthnet.errors import (
     ERROR_TYPES,
     BigEarthNetError,
     ConfigError,
-    DistributedTrainingError,
 )
-
-if TYPE_CHECKING:
-    from bigearthnet.train.config import TrainConfig
 
 __all__ = [
     "ERROR_MARK",
@@ -68,11 +61,8 @@ __all__ = [
     "context_from_env",
     "free_port",
     "init_distributed",
-    "launch_local",
     "print_error_marker",
     "raise_from_marker",
-    "run_local_ddp",
-    "run_torch_distributor",
     "select_device",
 ]
 
@@ -262,162 +252,3 @@ def raise_from_marker(text: str, cause: BaseException) -> None:
         cls = ERROR_TYPES.get(str(doc.get("type")))
         if cls is not None:
             raise cls(str(doc.get("message", ""))) from cause
-
-
-# --------------------------------------------------------------------------------------------
-# local launcher
-
-
-def _entry(local_rank: int, fn: Callable[..., Any], args: tuple, nproc: int, port: int,
-           result_dir: str, threads: int | None) -> None:
-    """Body of one spawned process: torchrun's environment, then ``fn(*args)``."""
-    os.environ.update({
-        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(local_rank),
-        "LOCAL_RANK": str(local_rank), "WORLD_SIZE": str(nproc),
-        "LOCAL_WORLD_SIZE": str(nproc), "GROUP_RANK": "0", "ROLE_RANK": str(local_rank),
-    })
-    if threads:
-        torch.set_num_threads(threads)
-    path = Path(result_dir) / f"rank-{local_rank}.pkl"
-    try:
-        result = fn(*args)
-    except BaseException as exc:
-        record = ("error", type(exc).__name__, str(exc), traceback.format_exc())
-        path.write_bytes(pickle.dumps(record))
-        raise
-    path.write_bytes(pickle.dumps(("ok", result)))
-
-
-def launch_local(fn: Callable[..., Any], nproc: int, args: tuple = (), *,
-                 threads_per_proc: int | None = None) -> list[Any]:
-    """Run ``fn(*args)`` in ``nproc`` spawned processes set up like torchrun on one node.
-
-    Each process gets ``RANK = LOCAL_RANK = i``, ``WORLD_SIZE = LOCAL_WORLD_SIZE = nproc``,
-    ``MASTER_ADDR=127.0.0.1`` and a free ``MASTER_PORT``; ``fn`` joins the group itself (e.g.
-    with :func:`init_distributed`). ``fn`` and ``args`` must be picklable (a module-level
-    function). If one process fails the others are terminated.
-
-    Args:
-        fn: the per-process function.
-        nproc: number of processes (>= 1).
-        args: positional arguments for ``fn``.
-        threads_per_proc: ``torch.set_num_threads`` in each process (default: unchanged).
-
-    Returns:
-        The return values of ranks ``0 … nproc-1``.
-
-    Raises:
-        BigEarthNetError: the (registered) error a rank raised, re-raised by name.
-        DistributedTrainingError: any other failure, with the failing rank's traceback.
-    """
-    import torch.multiprocessing as mp
-    from torch.multiprocessing.spawn import ProcessException
-
-    if nproc < 1:
-        raise ConfigError(f"nproc must be >= 1, not {nproc}")
-    result_dir = tempfile.mkdtemp(prefix="bigearthnet-ddp-")
-    try:
-        try:
-            mp.start_processes(_entry, args=(fn, tuple(args), nproc, free_port(), result_dir,
-                                             threads_per_proc),
-                               nprocs=nproc, join=True, start_method="spawn")
-        except ProcessException as exc:
-            records = _read_records(result_dir, nproc)
-            for rank, rec in enumerate(records):
-                if rec is not None and rec[0] == "error":
-                    cls = ERROR_TYPES.get(rec[1])
-                    if cls is not None:
-                        raise cls(rec[2]) from exc
-                    raise DistributedTrainingError(
-                        f"rank {rank} of {nproc} failed with {rec[1]}: {rec[2]}\n{rec[3]}"
-                    ) from exc
-            raise DistributedTrainingError(f"a DDP process failed: {exc}") from exc
-        records = _read_records(result_dir, nproc)
-        if any(rec is None or rec[0] != "ok" for rec in records):
-            raise DistributedTrainingError("a DDP process exited without a result")
-        return [rec[1] for rec in records]
-    finally:
-        shutil.rmtree(result_dir, ignore_errors=True)
-
-
-def _read_records(result_dir: str, nproc: int) -> list[tuple | None]:
-    out: list[tuple | None] = []
-    for rank in range(nproc):
-        path = Path(result_dir) / f"rank-{rank}.pkl"
-        out.append(pickle.loads(path.read_bytes()) if path.is_file() else None)
-    return out
-
-
-def run_local_ddp(cfg: TrainConfig) -> dict[str, Any]:
-    """Train with ``cfg.nproc`` DDP processes on this machine (torchrun-style).
-
-    Args:
-        cfg: the run's config (already prepared by :func:`bigearthnet.train.loop.train`).
-
-    Returns:
-        Rank 0's result of :func:`bigearthnet.train.loop.train_worker`.
-
-    Raises:
-        ConfigError: CUDA training with more processes than GPUs.
-        BigEarthNetError, DistributedTrainingError: a rank failed.
-    """
-    from bigearthnet.train.loop import train_worker
-
-    device = select_device(cfg.device)
-    threads = None
-    if device.type == "cuda":
-        if cfg.nproc > torch.cuda.device_count():
-            raise ConfigError(
-                f"nproc {cfg.nproc} > {torch.cuda.device_count()} visible GPUs; NCCL needs one "
-                "GPU per process"
-            )
-    else:
-        threads = max(1, (os.cpu_count() or 1) // cfg.nproc)
-    results = launch_local(train_worker, cfg.nproc, (cfg.model_dump_json(),),
-                           threads_per_proc=threads)
-    return results[0]
-
-
-# --------------------------------------------------------------------------------------------
-# Spark
-
-
-def run_torch_distributor(cfg: TrainConfig, spark: Any = None) -> dict[str, Any]:
-    """Train through ``pyspark.ml.torch.distributor.TorchDistributor`` (``local_mode=False``).
-
-    Args:
-        cfg: the run's config (already prepared by :func:`bigearthnet.train.loop.train`).
-        spark: a SparkSession; default :func:`~bigearthnet.spark.session.get_session` with
-            ``cfg.spark_master`` (or the active / spark-submit master when it is ``None``).
-
-    Returns:
-        Rank 0's result of :func:`bigearthnet.train.loop.train_worker`.
-
-    Raises:
-        BigEarthNetError: a named error raised in a task (re-raised by name).
-        DistributedTrainingError: any other failure of the distributed job.
-    """
-    from pyspark.ml.torch.distributor import TorchDistributor
-
-    from bigearthnet.config import SparkConfig
-    from bigearthnet.spark.session import get_session
-    from bigearthnet.train.loop import train_worker
-
-    if spark is None:
-        spark = get_session(SparkConfig(master=cfg.spark_master), master=cfg.spark_master)
-    use_gpu = cfg.device != "cpu" and torch.cuda.is_available()
-    distributor = TorchDistributor(num_processes=cfg.nproc, local_mode=False, use_gpu=use_gpu)
-    try:
-        result = distributor.run(train_worker, cfg.model_dump_json())
-    except BigEarthNetError:
-        raise
-    except Exception as exc:
-        raise_from_marker(str(exc), exc)
-        raise DistributedTrainingError(
-            f"TorchDistributor training with {cfg.nproc} processes failed: {exc}"
-        ) from exc
-    if not isinstance(result, dict):
-        raise DistributedTrainingError(
-            f"TorchDistributor returned {type(result).__name__}, expected rank 0's result dict"
-        )
-    return result

@@ -12,6 +12,8 @@
     examples.png          RGB (B04, B03, B02, 2-98 % stretch) of the split's first patches with
                           their true and predicted label names: the paper's Table 3
 
+The figures are drawn by a :data:`FigureWriter` the caller passes
+(:func:`bigearthnet.report.evaluation.evaluate_run`); training does not depend on the report.
 The folder is written to a temporary sibling and renamed into place, replacing an older one.
 """
 
@@ -19,8 +21,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,21 +31,51 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from bigearthnet.dataset.io import staged_output
 from bigearthnet.dataset.loader import make_loader, split_dir
 from bigearthnet.dataset.transforms import BatchTransform
 from bigearthnet.errors import DatasetSchemaError, RunNotFoundError
-from bigearthnet.report.plots import plot_examples, plot_per_class_f1, plot_training_curves
 from bigearthnet.train.checkpoint import checkpoint_path, load_checkpoint
 from bigearthnet.train.config import TrainConfig
 from bigearthnet.train.distributed import select_device
-from bigearthnet.train.loop import CONFIG_JSON, TRAIN_LOG, dataset_class_names, predict_split
+from bigearthnet.train.loop import predict_split
 from bigearthnet.train.metrics import binarize, compute_metrics
-from bigearthnet.train.models import MODEL_INPUTS, build_model
+from bigearthnet.train.models import build_model
+from bigearthnet.train.registry import MODEL_INPUTS
+from bigearthnet.train.rundir import CONFIG_JSON, TRAIN_LOG, dataset_class_names
 
-__all__ = ["EVAL_FILES", "eval_dir", "evaluate", "load_run_config", "read_train_log"]
+__all__ = ["EVAL_FILES", "EvalView", "FigureWriter", "eval_dir", "evaluate", "load_run_config",
+           "read_train_log"]
 
 EVAL_FILES = ("metrics.json", "predictions.parquet", "per_class_f1.png", "training_curves.png",
               "examples.png")
+"""What ``RUN/eval/`` holds (the three figures only when a figure writer is given)."""
+
+
+@dataclass(frozen=True)
+class EvalView:
+    """What the figures of an evaluation are drawn from.
+
+    Attributes:
+        model: the model name.
+        split: the evaluated split.
+        epoch: the checkpoint's epoch.
+        per_class: ``compute_metrics(...)["per_class"]``.
+        history: the run's ``train_log.jsonl`` records.
+        examples: ``{"patch_id", "bands_10m" (4, 120, 120) uint16, "true", "pred"}`` of the
+            split's first patches.
+    """
+
+    model: str
+    split: str
+    epoch: int
+    per_class: dict[str, Any]
+    history: list[dict[str, Any]]
+    examples: list[dict[str, Any]]
+
+
+FigureWriter = Callable[[Path, EvalView], None]
+"""Draws an evaluation's figures into a folder."""
 
 
 def eval_dir(run_dir: str | os.PathLike[str], split: str = "test") -> Path:
@@ -80,18 +112,20 @@ def _list_array(values: np.ndarray, value_type: pa.DataType) -> pa.Array:
 def evaluate(run_dir: str | os.PathLike[str], split: str = "test", *,
              dataset: str | os.PathLike[str] | None = None, checkpoint: str = "best",
              batch_size: int | None = None, device: str = "auto", num_workers: int = 0,
-             n_examples: int = 6) -> dict[str, Any]:
+             n_examples: int = 6, figures: FigureWriter | None = None) -> dict[str, Any]:
     """Predict ``split`` with the run's best checkpoint and write ``RUN/eval/``.
 
     Args:
-        run_dir: the run folder written by :func:`bigearthnet.train.loop.train`.
+        run_dir: the run folder written by :func:`bigearthnet.train.launch.train`.
         split: ``test`` (default), ``validation`` or ``train``.
         dataset: dataset folder (default: the run's).
         checkpoint: ``"best"`` (default) or ``"last"``.
         batch_size: rows per batch (default: the run's evaluation batch size).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         num_workers: DataLoader workers.
-        n_examples: patches shown in ``examples.png``.
+        n_examples: patches handed to ``figures`` as examples.
+        figures: draws the figures into the staged folder (``bigearthnet.report.evaluation``
+            passes its plotter); ``None`` writes metrics and predictions only.
 
     Returns:
         The ``metrics.json`` document plus ``"eval_dir"`` and ``"files"`` (name -> path).
@@ -150,9 +184,7 @@ def evaluate(run_dir: str | os.PathLike[str], split: str = "test", *,
     y_pred = binarize(y_score, cfg.threshold).astype(np.uint8)
 
     final = eval_dir(run, split)
-    stage = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:12]}"
-    stage.mkdir(parents=True)
-    try:
+    with staged_output(final, overwrite=True, marker=False) as stage:
         (stage / "metrics.json").write_text(
             json.dumps(doc, indent=2, sort_keys=True, allow_nan=False) + "\n")
         order = np.argsort(np.asarray(ids, dtype=object), kind="stable")
@@ -164,30 +196,19 @@ def evaluate(run_dir: str | os.PathLike[str], split: str = "test", *,
         }, metadata={b"bigearthnet.class_names": json.dumps(class_names).encode(),
                      b"bigearthnet.threshold": str(cfg.threshold).encode()})
         pq.write_table(table, stage / "predictions.parquet", compression="zstd")
-        label = f"{cfg.model}, {split} split, epoch {doc['checkpoint_epoch']}"
-        plot_per_class_f1(metrics["per_class"], stage / "per_class_f1.png",
-                          f"Per-class F1: {label}")
-        plot_training_curves(read_train_log(run), stage / "training_curves.png",
-                             f"Training curves: {cfg.model}")
-        examples = []
-        bands = pred.get("bands_10m")
-        for i in range(0 if bands is None else len(bands)):
-            examples.append({
-                "patch_id": ids[i],
-                "bands_10m": bands[i].numpy() if isinstance(bands[i], torch.Tensor) else bands[i],
-                "true": [class_names[j] for j in np.flatnonzero(y_true[i])],
-                "pred": [class_names[j] for j in np.flatnonzero(y_pred[i])],
-            })
-        plot_examples(examples, stage / "examples.png", f"{cfg.model}: {split} patches")
-        old = None
-        if final.exists():
-            old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:12]}"
-            os.replace(final, old)
-        os.replace(stage, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if stage.exists():
-            shutil.rmtree(stage, ignore_errors=True)
-    return {**doc, "eval_dir": str(final),
-            "files": {name: str(final / name) for name in EVAL_FILES}}
+        if figures is not None:
+            examples = []
+            bands = pred.get("bands_10m")
+            for i in range(0 if bands is None else len(bands)):
+                examples.append({
+                    "patch_id": ids[i],
+                    "bands_10m": bands[i].numpy() if isinstance(bands[i], torch.Tensor) else bands[i],
+                    "true": [class_names[j] for j in np.flatnonzero(y_true[i])],
+                    "pred": [class_names[j] for j in np.flatnonzero(y_pred[i])],
+                })
+            figures(stage, EvalView(model=cfg.model, split=split,
+                                    epoch=int(doc["checkpoint_epoch"]),
+                                    per_class=metrics["per_class"],
+                                    history=read_train_log(run), examples=examples))
+    files = [name for name in EVAL_FILES if (final / name).is_file()]
+    return {**doc, "eval_dir": str(final), "files": {name: str(final / name) for name in files}}

@@ -1,12 +1,8 @@
 """The training loop of the paper: SGD on the sigmoid cross-entropy, best epoch by validation F1.
 
-Entry point: :func:`train` (``bigearthnet train``). A run folder looks like::
-
-    RUN/config.json, RUN/config.yaml   the resolved TrainConfig
-    RUN/train_log.jsonl                one JSON line per finished epoch (see below)
-    RUN/checkpoints/last.pt            after every epoch (resume point)
-    RUN/checkpoints/best.pt            the epoch with the best validation sample F1
-    RUN/result.json                    written when the run has finished all its epochs
+:func:`train_worker` is what every training process runs; the launchers
+(:mod:`bigearthnet.train.launch`, :mod:`bigearthnet.spark.torch_distributor`) start it and
+:mod:`bigearthnet.train.rundir` holds the run folder it writes.
 
 **One epoch** (every process): ``loader.dataset.set_epoch(epoch)``; for each batch, the
 :class:`~bigearthnet.dataset.transforms.BatchTransform` builds ``(x, y)`` on the training
@@ -38,30 +34,21 @@ into ``RUN``.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import shutil
 import socket
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
 import torch
-import yaml
 from torch import nn
 
-from bigearthnet.dataset.loader import make_loader, split_dir
-from bigearthnet.dataset.transforms import BatchTransform, load_stats
-from bigearthnet.errors import (
-    BigEarthNetError,
-    CheckpointError,
-    ConfigError,
-    DatasetSchemaError,
-    InputNotFoundError,
-    OutputExistsError,
-)
+from bigearthnet.dataset.loader import make_loader
+from bigearthnet.dataset.transforms import BatchTransform
+from bigearthnet.errors import BigEarthNetError, CheckpointError, DatasetSchemaError
 from bigearthnet.train.checkpoint import (
     BEST,
     CHECKPOINT_FORMAT,
@@ -69,10 +56,9 @@ from bigearthnet.train.checkpoint import (
     checkpoint_path,
     get_rng_state,
     load_checkpoint,
-    save_checkpoint,
     set_rng_state,
 )
-from bigearthnet.train.config import RESUMABLE_CHANGES, TrainConfig
+from bigearthnet.train.config import TrainConfig
 from bigearthnet.train.distributed import (
     DistContext,
     all_gather_objects,
@@ -84,144 +70,23 @@ from bigearthnet.train.distributed import (
     select_device,
 )
 from bigearthnet.train.metrics import compute_metrics
-from bigearthnet.train.models import MODEL_INPUTS, build_model
+from bigearthnet.train.models import build_model
+from bigearthnet.train.registry import MODEL_INPUTS
+from bigearthnet.train.rundir import (
+    append_log,
+    dataset_class_names,
+    rewrite_log,
+    save_epoch,
+    write_result,
+)
 
 __all__ = [
-    "CONFIG_JSON",
-    "CONFIG_YAML",
-    "RESULT_JSON",
-    "TRAIN_LOG",
     "Determinism",
-    "check_dataset",
-    "dataset_class_names",
     "make_optimizer",
     "predict_split",
-    "prepare_run",
-    "train",
     "train_step",
     "train_worker",
 ]
-
-CONFIG_JSON = "config.json"
-CONFIG_YAML = "config.yaml"
-TRAIN_LOG = "train_log.jsonl"
-RESULT_JSON = "result.json"
-TRAIN_SPLITS = ("train", "validation")
-
-
-# --------------------------------------------------------------------------------------------
-# dataset and run folder
-
-
-def check_dataset(dataset: str | os.PathLike[str], splits: tuple[str, ...] = TRAIN_SPLITS) -> None:
-    """Fail early, with a named error, on a dataset that cannot be trained on.
-
-    Args:
-        dataset: the dataset folder.
-        splits: splits that must exist.
-
-    Raises:
-        InputNotFoundError: the folder, ``stats.json`` or ``manifest.json`` is missing.
-        IncompleteDatasetError: no ``_SUCCESS`` marker (the build did not finish).
-        SplitNotFoundError: a split folder is missing or empty.
-        DatasetSchemaError: the manifest has no class orders.
-        StatsError: ``stats.json`` is not valid.
-    """
-    for split in splits:
-        split_dir(dataset, split)
-    load_stats(dataset)
-    dataset_class_names(dataset, "43")
-
-
-def dataset_class_names(dataset: str | os.PathLike[str], label_set: str) -> list[str]:
-    """The ordered class names of ``manifest.json``'s ``class_orders.labels_<label_set>``.
-
-    Args:
-        dataset: the dataset folder.
-        label_set: ``"43"`` or ``"19"``.
-
-    Returns:
-        The class names in multi-hot column order.
-
-    Raises:
-        InputNotFoundError: no ``manifest.json``.
-        DatasetSchemaError: the manifest lacks the class order or it has the wrong length.
-    """
-    path = Path(dataset) / "manifest.json"
-    if not path.is_file():
-        raise InputNotFoundError(f"dataset manifest {path} does not exist; was the dataset built?")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DatasetSchemaError(f"{path} is not valid JSON: {exc}") from None
-    key = f"labels_{label_set}"
-    names = (manifest.get("class_orders") or {}).get(key) if isinstance(manifest, dict) else None
-    if not isinstance(names, list) or len(names) != int(label_set):
-        raise DatasetSchemaError(
-            f"{path} has no class_orders.{key} list of {label_set} class names"
-        )
-    return [str(n) for n in names]
-
-
-def _config_docs(cfg: TrainConfig) -> dict[str, Any]:
-    return cfg.model_dump(mode="json")
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def prepare_run(cfg: TrainConfig) -> Path:
-    """Check the dataset, create (or check, for ``resume``) the run folder, save the config.
-
-    Args:
-        cfg: the run's config.
-
-    Returns:
-        The run folder.
-
-    Raises:
-        InputNotFoundError, IncompleteDatasetError, SplitNotFoundError, DatasetSchemaError,
-            StatsError: the dataset is missing or incomplete.
-        OutputExistsError: ``out`` holds a run and neither ``resume`` nor ``overwrite`` is set.
-        CheckpointError: ``resume`` without ``checkpoints/last.pt``.
-        ConfigError: ``resume`` with settings that differ from the saved run's.
-    """
-    check_dataset(cfg.dataset)
-    out = Path(cfg.out)
-    if cfg.resume:
-        last = checkpoint_path(out, LAST)
-        if not last.is_file():
-            raise CheckpointError(
-                f"cannot resume: {last} does not exist (start the run without --resume)"
-            )
-        saved_path = out / CONFIG_JSON
-        if saved_path.is_file():
-            saved = json.loads(saved_path.read_text())
-            now = _config_docs(cfg)
-            changed = sorted(k for k in set(saved) | set(now)
-                             if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k))
-            if changed:
-                raise ConfigError(
-                    f"cannot resume {out}: the settings {changed} differ from the saved run's "
-                    f"({', '.join(f'{k}={saved.get(k)!r}' for k in changed)}); only "
-                    f"{sorted(RESUMABLE_CHANGES)} may change"
-                )
-    elif out.exists() and any(out.iterdir()):
-        if not cfg.overwrite:
-            raise OutputExistsError(
-                f"run folder {out} exists already; pass --resume to continue it, --overwrite to "
-                "replace it, or choose another --out"
-            )
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    doc = _config_docs(cfg)
-    _write_text_atomic(out / CONFIG_JSON, json.dumps(doc, indent=2, sort_keys=True) + "\n")
-    _write_text_atomic(out / CONFIG_YAML, yaml.safe_dump(doc, sort_keys=True))
-    return out
-
 
 # --------------------------------------------------------------------------------------------
 # pieces shared with the tests and benchmarks
@@ -393,42 +258,145 @@ def _progress(total: int, desc: str, enabled: bool) -> Any:
                 disable=not (enabled and sys.stderr.isatty()))
 
 
-def _train_process(cfg: TrainConfig, ctx: DistContext, device: torch.device) -> dict[str, Any]:
-    t_start = time.perf_counter()
+@dataclass
+class _State:
+    """What one training process carries from epoch to epoch (and into checkpoints)."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    weights_source: str
+    class_names: list[str]
+    start_epoch: int = 0
+    best_metric: float = -math.inf
+    best_epoch: int | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    rank_rows: dict[str, int] = field(default_factory=lambda: {"train_rows": 0, "val_rows": 0})
+
+
+def _init_state(cfg: TrainConfig, ctx: DistContext, device: torch.device) -> _State:
+    """Seeded model and optimizer; the checkpointed state on ``resume``."""
     run_dir = Path(cfg.out)
     class_names = dataset_class_names(cfg.dataset, cfg.label_set)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, len(class_names), weights=cfg.weights, fc_width=cfg.fc_width)
     weights_source = str(getattr(model, "weights_source", "random"))
     model.to(device)
-    optimizer = make_optimizer(model, cfg)
-    loss_fn = nn.BCEWithLogitsLoss()
+    state = _State(model, make_optimizer(model, cfg), weights_source, class_names)
+    if not cfg.resume:
+        return state
+    ckpt = load_checkpoint(checkpoint_path(run_dir, LAST), map_location=device)
+    if ckpt["model_name"] != cfg.model:
+        raise CheckpointError(
+            f"{checkpoint_path(run_dir, LAST)} holds a {ckpt['model_name']} model, not {cfg.model}"
+        )
+    model.load_state_dict(ckpt["model"])
+    state.optimizer.load_state_dict(ckpt["optimizer"])
+    set_rng_state(ckpt["rng"])
+    state.start_epoch = int(ckpt["epoch"])
+    state.best_metric = -math.inf if ckpt["best_metric"] is None else float(ckpt["best_metric"])
+    state.best_epoch = ckpt["best_epoch"]
+    state.history = list(ckpt["history"])
+    state.weights_source = str(ckpt.get("weights_source", weights_source))
+    if ctx.is_main:  # the log may hold an epoch whose checkpoint was never written
+        rewrite_log(run_dir, state.history)
+    return state
 
-    start_epoch, best_metric, best_epoch = 0, -math.inf, None
-    history: list[dict[str, Any]] = []
-    if cfg.resume:
-        ckpt = load_checkpoint(checkpoint_path(run_dir, LAST), map_location=device)
-        if ckpt["model_name"] != cfg.model:
-            raise CheckpointError(
-                f"{checkpoint_path(run_dir, LAST)} holds a {ckpt['model_name']} model, not "
-                f"{cfg.model}"
-            )
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        set_rng_state(ckpt["rng"])
-        start_epoch = int(ckpt["epoch"])
-        best_metric = -math.inf if ckpt["best_metric"] is None else float(ckpt["best_metric"])
-        best_epoch = ckpt["best_epoch"]
-        history = list(ckpt["history"])
-        weights_source = str(ckpt.get("weights_source", weights_source))
-        if ctx.is_main:  # the log may hold an epoch whose checkpoint was never written
-            _write_text_atomic(run_dir / TRAIN_LOG,
-                               "".join(json.dumps(r, sort_keys=True) + "\n" for r in history))
 
-    net: nn.Module = model
+def _train_epoch(cfg: TrainConfig, ctx: DistContext, device: torch.device, net: nn.Module,
+                 state: _State, loader: Any, transform: BatchTransform, loss_fn: nn.Module,
+                 epoch: int) -> dict[str, float]:
+    """One pass over the training split; the sums are over all ranks."""
+    t_epoch = time.perf_counter()
+    loader.dataset.set_epoch(epoch)
+    n_steps = len(loader)
+    if cfg.max_steps_per_epoch is not None:
+        n_steps = min(n_steps, cfg.max_steps_per_epoch)
+    net.train()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    n_seen, steps, n_first, t_first = 0, 0, 0, t_epoch
+    bar = _progress(n_steps, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress and ctx.is_main)
+    for batch in loader:
+        x, y = transform(batch)
+        loss = train_step(net, state.optimizer, loss_fn, x, y)
+        loss_sum += loss.double() * x.shape[0]
+        n_seen += int(x.shape[0])
+        steps += 1
+        if steps == 1:  # the first batch carries the loader's start-up (buffer fill)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t_first, n_first = time.perf_counter(), n_seen
+        if not bar.disable:
+            bar.update(1)
+            if steps % 10 == 0 or steps == n_steps:
+                bar.set_postfix(loss=f"{float(loss):.4f}")
+        if steps >= n_steps:
+            break
+    bar.close()
+    loss_value = float(loss_sum)  # waits for the device
+    t_end = time.perf_counter()
+    steady = (n_seen - n_first) / (t_end - t_first) if steps > 1 else 0.0
+    total_loss, total_seen, total_steady = all_reduce_sums(
+        [loss_value, float(n_seen), steady], ctx, device)
+    state.rank_rows["train_rows"] += n_seen
+    return {"loss": total_loss, "seen": total_seen, "steady": total_steady, "steps": steps,
+            "seconds": time.perf_counter() - t_epoch}
+
+
+def _validate(cfg: TrainConfig, ctx: DistContext, state: _State, loader: Any,
+              transform: BatchTransform) -> dict[str, Any] | None:
+    """Predict the validation split on every rank; score it on rank 0 (None elsewhere)."""
+    pred = predict_split(state.model, loader, transform)
+    state.rank_rows["val_rows"] += len(pred["patch_id"])
+    gathered = all_gather_objects((pred["patch_id"], pred["y_true"], pred["y_score"]), ctx)
+    if not ctx.is_main:
+        return None
+    return _score_gathered(gathered, state.class_names, cfg.threshold)
+
+
+def _record_epoch(cfg: TrainConfig, state: _State, epoch: int, train: dict[str, float],
+                  val_summary: dict[str, Any], val_seconds: float, t_epoch: float) -> None:
+    """Rank 0: log line, best tracking and checkpoints of a finished epoch."""
+    run_dir = Path(cfg.out)
+    f1 = float(val_summary["samples"]["f1"])
+    improved = f1 > state.best_metric
+    if improved:
+        state.best_metric, state.best_epoch = f1, epoch + 1
+    record = {
+        "epoch": epoch + 1,
+        "train_loss": train["loss"] / train["seen"] if train["seen"] else float("nan"),
+        "train_samples": int(train["seen"]),
+        "steps": train["steps"],
+        "img_per_s": train["seen"] / train["seconds"] if train["seconds"] > 0 else 0.0,
+        "img_per_s_steady": train["steady"],
+        "train_seconds": train["seconds"],
+        "val_seconds": val_seconds,
+        "seconds": time.perf_counter() - t_epoch,
+        "lr": cfg.lr,
+        "val_f1": f1,
+        "val": val_summary,
+        "best": improved,
+    }
+    state.history.append(record)
+    payload = {
+        "format": CHECKPOINT_FORMAT, "epoch": epoch + 1,
+        "model": state.model.state_dict(), "optimizer": state.optimizer.state_dict(),
+        "rng": get_rng_state(), "best_metric": state.best_metric, "best_epoch": state.best_epoch,
+        "history": state.history, "config": cfg.model_dump_json(), "model_name": cfg.model,
+        "weights_source": state.weights_source, "class_names": state.class_names,
+        "label_set": cfg.label_set,
+    }
+    save_epoch(run_dir, payload, improved)
+    append_log(run_dir, record)
+
+
+def _train_process(cfg: TrainConfig, ctx: DistContext, device: torch.device) -> dict[str, Any]:
+    t_start = time.perf_counter()
+    run_dir = Path(cfg.out)
+    state = _init_state(cfg, ctx, device)
+    net: nn.Module = state.model
     if ctx.distributed:
         net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+            state.model, device_ids=[device.index] if device.type == "cuda" else None)
 
     transform = BatchTransform(cfg.dataset, bands=MODEL_INPUTS[cfg.model],
                                label_set=cfg.label_set, device=device)
@@ -441,95 +409,24 @@ def _train_process(cfg: TrainConfig, ctx: DistContext, device: torch.device) -> 
         cfg.dataset, "validation", cfg.per_rank_eval_batch_size, cfg.num_workers,
         columns=(*transform.columns, "patch_id"), shuffle=False, equalize="none",
         rank=ctx.rank, world_size=ctx.world_size, pin_memory=pin)
+    loss_fn = nn.BCEWithLogitsLoss()
 
-    rank_rows = {"train_rows": 0, "val_rows": 0}
-    for epoch in range(start_epoch, cfg.epochs):
+    for epoch in range(state.start_epoch, cfg.epochs):
         t_epoch = time.perf_counter()
-        train_loader.dataset.set_epoch(epoch)
-        n_steps = len(train_loader)
-        if cfg.max_steps_per_epoch is not None:
-            n_steps = min(n_steps, cfg.max_steps_per_epoch)
-        net.train()
-        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        n_seen, steps, n_first, t_first = 0, 0, 0, t_epoch
-        bar = _progress(n_steps, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress and ctx.is_main)
-        for batch in train_loader:
-            x, y = transform(batch)
-            loss = train_step(net, optimizer, loss_fn, x, y)
-            loss_sum += loss.double() * x.shape[0]
-            n_seen += int(x.shape[0])
-            steps += 1
-            if steps == 1:  # the first batch carries the loader's start-up (buffer fill)
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                t_first, n_first = time.perf_counter(), n_seen
-            if not bar.disable:
-                bar.update(1)
-                if steps % 10 == 0 or steps == n_steps:
-                    bar.set_postfix(loss=f"{float(loss):.4f}")
-            if steps >= n_steps:
-                break
-        bar.close()
-        loss_value = float(loss_sum)  # waits for the device
-        t_end = time.perf_counter()
-        steady = (n_seen - n_first) / (t_end - t_first) if steps > 1 else 0.0
-        total_loss, total_seen, total_steady = all_reduce_sums(
-            [loss_value, float(n_seen), steady], ctx, device)
-        t_train = time.perf_counter() - t_epoch
-        rank_rows["train_rows"] += n_seen
-
+        train_sums = _train_epoch(cfg, ctx, device, net, state, train_loader, transform,
+                                  loss_fn, epoch)
         t_val = time.perf_counter()
-        pred = predict_split(model, val_loader, transform)
-        rank_rows["val_rows"] += len(pred["patch_id"])
-        gathered = all_gather_objects(
-            (pred["patch_id"], pred["y_true"], pred["y_score"]), ctx)
-        val_summary = None
-        if ctx.is_main:
-            val_summary = _score_gathered(gathered, class_names, cfg.threshold)
+        val_summary = _validate(cfg, ctx, state, val_loader, transform)
         val_seconds = time.perf_counter() - t_val
-
         if ctx.is_main:
-            f1 = float(val_summary["samples"]["f1"])
-            improved = f1 > best_metric
-            if improved:
-                best_metric, best_epoch = f1, epoch + 1
-            record = {
-                "epoch": epoch + 1,
-                "train_loss": total_loss / total_seen if total_seen else float("nan"),
-                "train_samples": int(total_seen),
-                "steps": steps,
-                "img_per_s": total_seen / t_train if t_train > 0 else 0.0,
-                "img_per_s_steady": total_steady,
-                "train_seconds": t_train,
-                "val_seconds": val_seconds,
-                "seconds": time.perf_counter() - t_epoch,
-                "lr": cfg.lr,
-                "val_f1": f1,
-                "val": val_summary,
-                "best": improved,
-            }
-            history.append(record)
-            payload = {
-                "format": CHECKPOINT_FORMAT, "epoch": epoch + 1,
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "rng": get_rng_state(), "best_metric": best_metric, "best_epoch": best_epoch,
-                "history": history, "config": cfg.model_dump_json(), "model_name": cfg.model,
-                "weights_source": weights_source, "class_names": class_names,
-                "label_set": cfg.label_set,
-            }
-            # best first: a kill between the two writes re-runs this epoch on resume
-            if improved:
-                save_checkpoint(checkpoint_path(run_dir, BEST), payload)
-            save_checkpoint(checkpoint_path(run_dir, LAST), payload)
-            with open(run_dir / TRAIN_LOG, "a") as fh:
-                fh.write(json.dumps(record, sort_keys=True) + "\n")
+            _record_epoch(cfg, state, epoch, train_sums, val_summary, val_seconds, t_epoch)
 
     ranks = all_gather_objects({
         "rank": ctx.rank, "world_size": ctx.world_size, "local_rank": ctx.local_rank,
         "pid": os.getpid(), "host": socket.gethostname(), "cwd": os.getcwd(),
         "device": str(device),
         "backend": (torch.distributed.get_backend() if ctx.distributed else None),
-        **rank_rows,
+        **state.rank_rows,
     }, ctx)
     barrier(ctx)
     if not ctx.is_main:
@@ -539,18 +436,18 @@ def _train_process(cfg: TrainConfig, ctx: DistContext, device: torch.device) -> 
         "model": cfg.model,
         "label_set": cfg.label_set,
         "epochs": cfg.epochs,
-        "best_epoch": best_epoch,
-        "best_val_f1": None if best_epoch is None else best_metric,
-        "final_val": history[-1]["val"] if history else None,
-        "weights_source": weights_source,
+        "best_epoch": state.best_epoch,
+        "best_val_f1": None if state.best_epoch is None else state.best_metric,
+        "final_val": state.history[-1]["val"] if state.history else None,
+        "weights_source": state.weights_source,
         "world_size": ctx.world_size,
         "ranks": ranks,
-        "history": history,
+        "history": state.history,
         "checkpoints": {"last": str(checkpoint_path(run_dir, LAST)),
                         "best": str(checkpoint_path(run_dir, BEST))},
         "wall_s": time.perf_counter() - t_start,
     }
-    _write_text_atomic(run_dir / RESULT_JSON, json.dumps(result, indent=2, sort_keys=True) + "\n")
+    write_result(run_dir, result)
     return result
 
 
@@ -568,43 +465,3 @@ def _score_gathered(gathered: list[tuple], class_names: list[str],
     y_true = np.concatenate([part[1] for part in gathered])[order]
     y_score = np.concatenate([part[2] for part in gathered])[order]
     return _metrics_summary(compute_metrics(y_true, y_score, class_names, threshold))
-
-
-# --------------------------------------------------------------------------------------------
-# entry point
-
-
-def train(cfg: TrainConfig | dict[str, Any]) -> dict[str, Any]:
-    """Train one model as configured; single process, local DDP, or TorchDistributor.
-
-    Args:
-        cfg: a :class:`TrainConfig` (or a dict validated into one).
-
-    Returns:
-        ``{"run_dir", "model", "label_set", "epochs", "best_epoch", "best_val_f1",
-        "final_val", "weights_source", "world_size", "ranks", "history", "checkpoints",
-        "wall_s"}`` (also saved as ``RUN/result.json``). ``ranks`` lists every process that
-        trained (rank, world_size, local_rank, pid, host, cwd, device, backend, train_rows,
-        val_rows).
-
-    Raises:
-        InputNotFoundError, IncompleteDatasetError, SplitNotFoundError, DatasetSchemaError,
-            StatsError: the dataset is missing or incomplete.
-        OutputExistsError: the run folder exists (use ``resume`` or ``overwrite``).
-        CheckpointError: nothing to resume, or a corrupt checkpoint.
-        ConfigError: invalid or resume-incompatible settings.
-        WeightsUnavailableError: ``weights="imagenet"`` without the local cache file.
-        DistributedTrainingError: a DDP process or Spark task failed otherwise.
-    """
-    if not isinstance(cfg, TrainConfig):
-        cfg = TrainConfig.model_validate(cfg)
-    prepare_run(cfg)
-    if cfg.spark:
-        from bigearthnet.train.distributed import run_torch_distributor
-
-        return run_torch_distributor(cfg)
-    if cfg.nproc > 1:
-        from bigearthnet.train.distributed import run_local_ddp
-
-        return run_local_ddp(cfg)
-    return train_worker(cfg.model_dump_json())

@@ -76,7 +76,7 @@ Inception baseline (``InceptionBaseline``)
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -84,6 +84,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bigearthnet.constants import PATCH_SIZE_PX
 from bigearthnet.errors import (
     ConfigError,
     ModelInputError,
@@ -91,6 +92,7 @@ from bigearthnet.errors import (
     WeightsIncompatibleError,
     WeightsUnavailableError,
 )
+from bigearthnet.train.registry import MODEL_INPUTS, MODEL_NAMES, MODELS, ModelSpec
 
 __all__ = [
     "DEFAULT_FC_WIDTH",
@@ -113,9 +115,6 @@ __all__ = [
 WeightsSpec = str | os.PathLike[str] | None
 """``"imagenet"``, a path to a state_dict file, or ``None`` for random initialisation."""
 
-PATCH_SIZE_PX = 120
-"""Side of a BigEarthNet patch at 10 m, the S-CNN input size."""
-
 DEFAULT_FC_WIDTH = 128
 """Width of the FC layer before the classification layer (the paper does not give it)."""
 
@@ -124,11 +123,6 @@ INCEPTION_INPUT_SIZE = 299
 
 INCEPTION_FEATURES = 2048
 """Size of Inception-v3's pooled feature vector (the layer before its classifier)."""
-
-MODEL_INPUTS: dict[str, str] = {"s-cnn-rgb": "rgb", "s-cnn-all": "all", "inception-v3": "rgb"}
-"""Which bands each model takes: ``"rgb"`` = B04, B03, B02; ``"all"`` = the 12 bands B01..B12."""
-
-MODEL_NAMES: tuple[str, ...] = tuple(MODEL_INPUTS)
 
 INPUT_CHANNELS: dict[str, int] = {"rgb": 3, "all": 12}
 """Number of input channels per input kind of :data:`MODEL_INPUTS`."""
@@ -460,11 +454,17 @@ def build_model(
         WeightsIncompatibleError: a weights file that does not fit the model.
     """
     key = name.strip().lower() if isinstance(name, str) else name
-    if key not in MODEL_INPUTS:
+    if key not in MODELS:
         raise UnknownModelError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
-    if key == "inception-v3":
-        return build_inception(num_classes, weights=weights, fc_width=fc_width)
-    model = SCNN(INPUT_CHANNELS[MODEL_INPUTS[key]], num_classes, fc_width=fc_width)
+    spec = MODELS[key]
+    return BUILDERS[spec.family](spec, num_classes, weights, fc_width)
+
+
+def _build_scnn(spec: ModelSpec, num_classes: int, weights: WeightsSpec,
+                fc_width: int) -> nn.Module:
+    """An S-CNN on the spec's bands, random or from a state_dict file."""
+    key = spec.name
+    model = SCNN(INPUT_CHANNELS[spec.inputs], num_classes, fc_width=fc_width)
     if weights is None:
         return model
     if isinstance(weights, str) and weights == "imagenet":
@@ -476,6 +476,18 @@ def build_model(
     _load_strict(model, _read_state_dict(path), path, key)
     model.weights_source = f"file:{path}"
     return model
+
+
+def _build_inception(spec: ModelSpec, num_classes: int, weights: WeightsSpec,
+                     fc_width: int) -> nn.Module:
+    return build_inception(num_classes, weights=weights, fc_width=fc_width)
+
+
+BUILDERS: dict[str, Callable[[ModelSpec, int, WeightsSpec, int], nn.Module]] = {
+    "s-cnn": _build_scnn,
+    "inception": _build_inception,
+}
+"""Model builder per :attr:`ModelSpec.family`."""
 
 
 @torch.no_grad()

@@ -1,26 +1,20 @@
-"""Cut strips of pixels into patches and build the Arrow record batches of the patch table.
+"""Stage *pixels*: cut strips of decoded bands into patch tensors and flag no data.
 
-Pure functions over numpy arrays; the reader (``sentinel2.reader``) feeds them.
+Pure functions over numpy arrays; the reader (:mod:`bigearthnet.sentinel2.reader`) feeds them
+strips of whole patch rows.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-import shapely
 
-from bigearthnet.dataset.schema import (
-    BANDS_10M,
-    BANDS_20M,
-    BANDS_60M,
-    PATCH_SCHEMA,
-    SCL_COLUMN,
-    encode_tensor,
-)
+from bigearthnet.dataset.schema import BANDS_10M, BANDS_20M, BANDS_60M, SCL_COLUMN, encode_tensor
 from bigearthnet.sentinel2.bands import NODATA_VALUE
-from bigearthnet.sentinel2.grid import PatchGrid
-from bigearthnet.sentinel2.naming import ProductName
 from bigearthnet.sentinel2.reader import Strip
+
+TENSOR_COLUMNS = (BANDS_10M, BANDS_20M, BANDS_60M, SCL_COLUMN)
+"""The pixel columns of the patch table, in schema order."""
 
 
 def cut_patches(pixels: np.ndarray, n_rows: int, n_cols: int) -> np.ndarray:
@@ -94,30 +88,8 @@ def strip_patches(strip: Strip, n_cols: int,
     return out
 
 
-def tiling_columns(
-    name: ProductName, grid: PatchGrid, epsg: int, row0: int, n_rows: int,
-    patches: dict[str, np.ndarray],
-) -> dict[str, pa.Array]:
-    """All tiling columns of the patch table for one strip, as Arrow arrays."""
-    rows, cols = np.divmod(np.arange(n_rows * grid.n_cols), grid.n_cols)
-    rows = rows + row0
-    n = rows.size
-    left, bottom, right, top = grid.bounds(cols, rows)
-    footprints = shapely.to_wkb(shapely.box(left, bottom, right, top))
-    v2 = [name.patch_name_v2(int(c), int(r)) for c, r in zip(cols, rows)]
-    v1 = [name.patch_name_v1(int(c), int(r)) for c, r in zip(cols, rows)]
-    tensors = {c.name: encode_tensor(patches[c.name], c) for c in PATCH_SCHEMA.tensors}
-    has_nodata = nodata_flags(*patches.values())
-    return {
-        "patch_id": pa.array(v2, pa.string()),
-        "patch_id_v1": pa.array(v1, pa.string()),
-        "product_id": pa.array([name.name] * n, pa.string()),
-        "tile_id": pa.array([name.tile] * n, pa.string()),
-        "sensing_time": pa.array([name.sensing_time] * n, pa.timestamp("us", tz="UTC")),
-        "col": pa.array(cols.astype(np.int16)),
-        "row": pa.array(rows.astype(np.int16)),
-        "epsg": pa.array(np.full(n, epsg, dtype=np.int32)),
-        "footprint": pa.array(list(footprints), pa.binary()),
-        **tensors,
-        "has_nodata": pa.array(has_nodata),
-    }
+def pixel_columns(patches: dict[str, np.ndarray]) -> dict[str, pa.Array]:
+    """The tensor columns and ``has_nodata`` of the patch table for one strip's patches."""
+    cols = {c.name: encode_tensor(patches[c.name], c) for c in TENSOR_COLUMNS}
+    cols["has_nodata"] = pa.array(nodata_flags(*patches.values()))
+    return cols

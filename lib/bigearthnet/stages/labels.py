@@ -1,39 +1,38 @@
-"""Label rules: CLC polygons -> per-patch 43/19-class multi-labels.
+"""Stage *labels*: footprints x CLC -> one label row per patch, under the v1 or reBEN rule.
 
-Two rules, one output format (:data:`LABEL_SCHEMA`, one row per patch):
+The stage has three replaceable parts:
 
-* **v1 rule** (:func:`labels_v1`, BigEarthNet v1 / the paper): a patch carries every CLC class
-  whose polygons intersect its footprint with a positive area (optionally above a minimum area),
-  from the per-(patch, code) areas of :func:`bigearthnet.labeling.sedona.code_areas`.
-* **reBEN rule** (:func:`labels_reben`, Clasen et al. 2024): the CLC polygons, reprojected to the
-  tile's UTM zone, are rasterized at 10 m with the pixel-centre rule (:func:`reference_maps`);
-  a patch carries the classes present in at least one pixel, and is dropped when at least 25 %
-  of its pixels are unlabeled (no CLC, or a code without a 19-class name).
+* **CLC window** (:func:`read_tile_clc`): the CLC polygons around a tile, reprojected to its UTM
+  zone (:func:`bigearthnet.clc.reader.read_clc_bbox`);
+* **join engine** (:class:`LabelEngine`): per (patch, code) intersection areas, the input of
+  the v1 rule. :class:`SedonaDBEngine` runs the SedonaDB SQL join inside the task; an engine
+  that runs elsewhere (e.g. a Spark plan) hands its areas to :class:`TileLabels` instead;
+* **rules**, one output format (:data:`~bigearthnet.dataset.schema.LABEL_SCHEMA`):
 
-Both rules fill the same columns (:data:`LABEL_SCHEMA`, one row per patch). Names and types
-match ``bigearthnet.dataset.schema.LABEL_COLUMNS`` except ``patch_index`` and
-``drop_unlabeled``, which are for joining and filtering and are not dataset columns:
+  * **v1 rule** (:func:`labels_v1`, BigEarthNet v1 / the paper): a patch carries every CLC
+    class whose polygons intersect its footprint with a positive area (optionally above a
+    minimum area);
+  * **reBEN rule** (:func:`labels_reben`, Clasen et al. 2024): the polygons are rasterized at
+    10 m with the pixel-centre rule (:func:`bigearthnet.labeling.raster.reference_maps`); a
+    patch carries the classes present in at least one pixel, and is dropped when at least 25 %
+    of its pixels are unlabeled (no CLC, or a code without a 19-class name).
 
-* ``patch_index`` int32: 0..n-1, row-major (``row * n_cols + col``);
-* ``labels_43`` list<string>: 43-class names in official order (``LABELS_43``);
-* ``labels_19`` list<string>: 19-class names in official order (``LABELS_19``);
-* ``multi_hot_43`` binary: 43 raw uint8 bytes per patch, ``LABELS_43`` order (the dataset's
-  tensor-column layout; :func:`multi_hot_array` gives the dense ``(n, 43)`` matrix);
-* ``multi_hot_19`` binary: 19 raw uint8 bytes per patch, ``LABELS_19`` order;
-* ``clc_codes`` list<string>: CLC codes present, ascending (``"335"`` and ``"999"`` included,
-  though they have no 43/19 names);
-* ``clc_area_fractions`` list<float32>: fraction of the patch per entry of ``clc_codes``;
-* ``unlabeled_fraction`` float32: share of the patch without a 19-class label;
-* ``drop_unlabeled`` bool: the rule's drop decision (computed in float64 before rounding).
+Label table columns (``LABEL_SCHEMA``): ``patch_index`` int32 0..n-1 row-major; ``labels_43`` and
+``labels_19`` (names in official order); ``multi_hot_43``/``multi_hot_19`` (raw uint8 bytes, the
+dataset's tensor layout; :func:`multi_hot_array` gives the dense matrix); ``clc_codes`` (present
+codes ascending, ``"335"`` and ``"999"`` included though they have no 43/19 names);
+``clc_area_fractions``; ``unlabeled_fraction`` (share without a 19-class label);
+``drop_unlabeled`` (the rule's decision, computed in float64 before rounding).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
-import shapely
 
 from bigearthnet.clc.nomenclature import (
     CODES_44,
@@ -43,34 +42,15 @@ from bigearthnet.clc.nomenclature import (
     UNLABELED_CODE,
     code_lookup_tables,
 )
+from bigearthnet.config import BuildConfig
+from bigearthnet.constants import PATCH_AREA_M2, PATCH_SIZE_M, REBEN_MAX_UNLABELED_FRACTION
+from bigearthnet.dataset.schema import LABEL_SCHEMA
 from bigearthnet.errors import LabelingInputError, UnknownClcCodeError
+from bigearthnet.labeling.raster import reference_maps
+from bigearthnet.stages.plan import TilePlan
 
-RESOLUTION_M = 10.0
-"""Pixel size of the reference maps."""
-
-PATCH_SIZE_PX = 120
-"""Patch side in 10 m pixels."""
-
-PATCH_AREA_M2 = 1200.0 * 1200.0
-"""Area of one 1200 m patch: 1.44e6 m²."""
-
-MAX_UNLABELED_FRACTION = 0.25
+MAX_UNLABELED_FRACTION = REBEN_MAX_UNLABELED_FRACTION
 """reBEN: a patch is dropped when ``unlabeled_fraction >= 0.25``."""
-
-LABEL_SCHEMA = pa.schema(
-    [
-        pa.field("patch_index", pa.int32(), nullable=False),
-        pa.field("labels_43", pa.list_(pa.string()), nullable=False),
-        pa.field("labels_19", pa.list_(pa.string()), nullable=False),
-        pa.field("multi_hot_43", pa.binary(), nullable=False),
-        pa.field("multi_hot_19", pa.binary(), nullable=False),
-        pa.field("clc_codes", pa.list_(pa.string()), nullable=False),
-        pa.field("clc_area_fractions", pa.list_(pa.float32()), nullable=False),
-        pa.field("unlabeled_fraction", pa.float32(), nullable=False),
-        pa.field("drop_unlabeled", pa.bool_(), nullable=False),
-    ]
-)
-"""Columns returned by both label rules (one row per patch, ``patch_index`` ascending)."""
 
 # Dense code axis used internally: 0 (no CLC), the 44 Level-3 codes, 999.
 _CODE_AXIS = np.array((NO_CLC_CODE, *CODES_44, UNLABELED_CODE), dtype=np.uint16)
@@ -94,96 +74,6 @@ def _axis_positions(codes: np.ndarray, what: str) -> np.ndarray:
     return pos.astype(np.int64)
 
 
-def reference_maps(
-    geoms: np.ndarray | Sequence[shapely.Geometry],
-    codes: np.ndarray | Sequence[int],
-    ulx: float,
-    uly: float,
-    n_rows: int,
-    n_cols: int,
-    *,
-    resolution_m: float = RESOLUTION_M,
-    patch_size_px: int = PATCH_SIZE_PX,
-    strip_rows: int = 8,
-) -> np.ndarray:
-    """Rasterize CLC polygons on the 10 m patch grid and cut the raster into patches.
-
-    A pixel takes the code of the polygon containing its centre (GDAL rasterize,
-    ``all_touched=False``); pixels whose centre lies in no polygon are 0. Where polygons overlap
-    the **largest code wins** (shapes are burnt in ascending code order), so the result does not
-    depend on the input order.
-
-    The window is rasterized in strips of ``strip_rows`` patch rows written straight into the
-    output, so memory is the output (~227 MiB for a full 91 x 91 tile) plus one strip buffer
-    (~21 MiB). To bound memory further, call it per strip of patch rows (``uly - first_row *
-    1200``, ``n_rows=k``): only polygons intersecting the window are converted and burnt.
-
-    Args:
-        geoms: CLC polygons in the tile CRS (shapely).
-        codes: one CLC code per polygon.
-        ulx: x of the window's upper-left corner (tile CRS, metres).
-        uly: y of the window's upper-left corner.
-        n_rows: patch rows in the window.
-        n_cols: patch columns in the window.
-        resolution_m: pixel size (10 m).
-        patch_size_px: patch side in pixels (120).
-        strip_rows: patch rows rasterized per GDAL call (speed/memory trade-off only; the
-            result does not depend on it).
-
-    Returns:
-        ``np.uint16`` array ``(n_rows * n_cols, patch_size_px, patch_size_px)``; patch
-        ``row * n_cols + col`` at index ``row * n_cols + col`` (row-major).
-
-    Raises:
-        LabelingInputError: lengths disagree or the window is empty.
-    """
-    from affine import Affine
-    from rasterio.features import rasterize
-
-    if n_rows <= 0 or n_cols <= 0:
-        raise LabelingInputError(f"reference_maps: empty window {n_rows}x{n_cols} patches")
-    geoms = np.asarray(geoms, dtype=object).reshape(-1)
-    codes = np.asarray(codes).reshape(-1)
-    if len(geoms) != len(codes):
-        raise LabelingInputError(f"reference_maps: {len(geoms)} geometries but {len(codes)} codes")
-    if codes.size and (codes.dtype.kind not in "iu" or codes.min() < 1 or codes.max() > 65535):
-        raise LabelingInputError("reference_maps: codes must be integers in 1..65535")
-    width = n_cols * patch_size_px
-    step = patch_size_px * resolution_m
-    window = shapely.box(ulx, uly - n_rows * step, ulx + n_cols * step, uly)
-    sel = np.zeros(len(geoms), dtype=bool)
-    if len(geoms):
-        present = ~shapely.is_missing(geoms)
-        sel[present] = shapely.intersects(geoms[present], window)
-    order = np.flatnonzero(sel)
-    order = order[np.argsort(codes[order], kind="stable")]
-    # Convert each polygon to GeoJSON once; strips below reuse the conversions.
-    shapes = [geoms[i].__geo_interface__ for i in order]
-    values = [int(v) for v in codes[order]]
-    bounds = shapely.bounds(geoms[order]).reshape(-1, 4)
-    ymin, ymax = bounds[:, 1], bounds[:, 3]
-
-    out = np.empty((n_rows * n_cols, patch_size_px, patch_size_px), dtype=np.uint16)
-    rows_per_strip = max(1, int(strip_rows))
-    for r0 in range(0, n_rows, rows_per_strip):
-        nr = min(rows_per_strip, n_rows - r0)
-        top = uly - r0 * step
-        bottom = top - nr * step
-        buf = np.zeros((nr * patch_size_px, width), dtype=np.uint16)
-        hit = np.flatnonzero((ymin < top) & (ymax > bottom))
-        if len(hit):
-            rasterize(
-                ((shapes[j], values[j]) for j in hit),
-                out=buf,
-                transform=Affine(resolution_m, 0.0, ulx, 0.0, -resolution_m, top),
-                all_touched=False,
-            )
-        out[r0 * n_cols : (r0 + nr) * n_cols] = (
-            buf.reshape(nr, patch_size_px, n_cols, patch_size_px)
-            .transpose(0, 2, 1, 3)
-            .reshape(nr * n_cols, patch_size_px, patch_size_px)
-        )
-    return out
 
 
 def _build_table(
@@ -314,7 +204,7 @@ def labels_v1(
 
 def labels_reben(
     maps: np.ndarray,
-    max_unlabeled_fraction: float = MAX_UNLABELED_FRACTION,
+    max_unlabeled_fraction: float = REBEN_MAX_UNLABELED_FRACTION,
 ) -> pa.Table:
     """The reBEN rule on rasterized reference maps.
 
@@ -384,3 +274,126 @@ def multi_hot_array(table: pa.Table, column: str = "multi_hot_43") -> np.ndarray
         raise LabelingInputError(f"multi_hot_array: {column} values are not all {size} bytes")
     data = np.frombuffer(values.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
     return data.reshape(n, size)
+
+
+# --------------------------------------------------------------------------------------------
+# CLC window, join engines and the per-tile composition
+
+
+@dataclass
+class TileClc:
+    """The CLC polygons around one tile, in the tile's UTM CRS.
+
+    Args:
+        codes: ``uint16`` CLC code per polygon.
+        geoms: shapely polygons, same length.
+        stats: the reader's counts (``read``, ``invalid_repaired``, ``dropped_empty``, ...).
+    """
+
+    codes: np.ndarray
+    geoms: np.ndarray
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+def read_tile_clc(clc_path: str, plan: TilePlan) -> TileClc:
+    """Read the CLC polygons covering a tile's patches (GeoPackage bbox read, reprojected).
+
+    Raises:
+        InputNotFoundError, ClcReadError, ClcSchemaError, UnknownClcCodeError: bad CLC input.
+    """
+    from bigearthnet.clc.reader import read_clc_bbox
+
+    codes, geoms, stats = read_clc_bbox(clc_path, plan.extent, f"EPSG:{plan.epsg}")
+    return TileClc(codes, geoms, stats)
+
+
+class LabelEngine(Protocol):
+    """Computes per (patch, code) intersection areas for a tile: the v1 rule's input."""
+
+    name: str
+
+    def code_areas(self, plan: TilePlan, clc: TileClc) -> pa.Table:
+        """``AREA_SCHEMA`` rows (``patch_index``, ``code``, ``area_m2``), sorted, area > 0."""
+        ...
+
+
+class SedonaDBEngine:
+    """The embedded SedonaDB SQL join, run inside the task that holds the tile."""
+
+    name = "sedonadb"
+
+    def code_areas(self, plan: TilePlan, clc: TileClc) -> pa.Table:
+        """Join the tile's footprints with its CLC window in SedonaDB SQL."""
+        from bigearthnet.labeling.sedona import code_areas
+
+        return code_areas(plan.footprints(), np.arange(plan.n_patches), clc.geoms, clc.codes)
+
+
+ENGINES: dict[str, type] = {SedonaDBEngine.name: SedonaDBEngine}
+"""Label engines that run inside the task, by config name."""
+
+
+class TileLabels:
+    """Label rows of one tile, strip by strip, under the configured rule.
+
+    Args:
+        plan: the tile's plan.
+        clc: its CLC window.
+        cfg: ``label_rule``, ``min_area_m2``, ``max_unlabeled_fraction``, ``reference_maps``.
+        areas: per (patch, code) areas of the whole tile (v1 rule); computed here with
+            :class:`SedonaDBEngine` when not given.
+
+    Attributes:
+        seconds: time spent labelling (join, rasterization, rules), for the manifest.
+    """
+
+    def __init__(self, plan: TilePlan, clc: TileClc, cfg: BuildConfig,
+                 areas: pa.Table | None = None) -> None:
+        t0 = time.perf_counter()
+        self.plan, self.clc, self.cfg = plan, clc, cfg
+        self.areas = None
+        if cfg.label_rule == "v1":
+            self.areas = areas if areas is not None else SedonaDBEngine().code_areas(plan, clc)
+            self.area_index = np.asarray(self.areas["patch_index"])
+        self.seconds = time.perf_counter() - t0
+
+    @property
+    def wants_maps(self) -> bool:
+        """Reference maps are needed (stored, or the reBEN rule)."""
+        return self.cfg.reference_maps or self.cfg.label_rule == "reben"
+
+    def strip(self, row0: int, n_rows: int) -> tuple[pa.Table, np.ndarray | None]:
+        """The label table of ``n_rows`` patch rows from ``row0`` and their reference maps.
+
+        Returns:
+            ``(labels, maps)``: a ``LABEL_SCHEMA`` table with ``patch_index`` counted from the
+            strip's first patch, and the ``(n, 120, 120)`` uint16 maps (``None`` when neither
+            stored nor needed).
+        """
+        t0 = time.perf_counter()
+        grid = self.plan.grid
+        n_cols = grid.n_cols
+        maps = None
+        if self.wants_maps:
+            maps = reference_maps(self.clc.geoms, self.clc.codes, grid.ulx,
+                                  grid.uly - row0 * PATCH_SIZE_M, n_rows, n_cols)
+        if self.cfg.label_rule == "v1":
+            lo, hi = row0 * n_cols, (row0 + n_rows) * n_cols
+            a, b = np.searchsorted(self.area_index, [lo, hi])
+            part = self.areas.slice(a, b - a)
+            part = part.set_column(0, "patch_index",
+                                   pa.array(np.asarray(part["patch_index"]) - lo, pa.int32()))
+            table = labels_v1(part, n_rows * n_cols, self.cfg.min_area_m2)
+        else:
+            table = labels_reben(maps, self.cfg.max_unlabeled_fraction)
+        self.seconds += time.perf_counter() - t0
+        return table, maps
+
+
+def rule_columns(labels: pa.Table) -> dict[str, pa.Array]:
+    """The patch-table columns of a label table (``multi_hot_*`` as plain binary)."""
+    cols = {c: labels[c].combine_chunks() for c in ("labels_43", "labels_19", "clc_codes",
+                                                    "clc_area_fractions", "unlabeled_fraction")}
+    for c in ("multi_hot_43", "multi_hot_19"):
+        cols[c] = labels[c].combine_chunks().cast(pa.binary())
+    return cols

@@ -1,10 +1,17 @@
-"""Read BigEarthNet-S2 v1.0 patch folders (12 GeoTIFFs + ``*_labels_metadata.json``) into
-patch-table columns. Pure reading; the Spark job is ``spark.import_v1``."""
+"""The v1 archive as a build input: its folder reader replaces the *pixels* stage, its JSON the
+*labels* stage; screen (from the exclusion lists), split and write are the build's own stages.
+
+A BigEarthNet-S2 v1.0 patch folder holds 12 GeoTIFFs and ``*_labels_metadata.json``.
+:func:`import_chunk` is one task of ``bigearthnet import-v1`` (run by
+:mod:`bigearthnet.spark.import_v1`).
+"""
 
 from __future__ import annotations
 
 import json
 import re
+import time
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,14 +29,36 @@ from bigearthnet.clc.nomenclature import (
     NAME_43_TO_NAME_19,
     multi_hot,
 )
-from bigearthnet.dataset.schema import BANDS_10M, BANDS_20M, BANDS_60M, encode_tensor
+from bigearthnet.config import ImportConfig
+from bigearthnet.constants import patch_px
+from bigearthnet.dataset.layout import DatasetLayout
+from bigearthnet.dataset.schema import (
+    BANDS_10M,
+    BANDS_20M,
+    BANDS_60M,
+    IMPORTED_PATCH_SCHEMA,
+    encode_tensor,
+)
+from bigearthnet.dataset.stats import BandHistograms
 from bigearthnet.errors import (
+    BigEarthNetError,
     CorruptRasterError,
     PatchMetadataError,
     RasterFormatError,
     UnknownLabelError,
 )
 from bigearthnet.sentinel2.bands import GROUPS
+from bigearthnet.stages.screen import ExclusionLists
+from bigearthnet.stages.split import SplitRule
+from bigearthnet.stages.write import (
+    SplitWriters,
+    finish_summary,
+    metadata_rows,
+    new_summary,
+    peak_rss_mb,
+    wgs84_footprints,
+    write_metadata_part,
+)
 
 V1_NAME = re.compile(r"^(S2[AB])_MSIL2A_(\d{8}T\d{5,6})_(\d+)_(\d+)$")
 _CODE_BY_NAME = {c.name: f"{c.code:03d}" for c in CLC_CLASSES}
@@ -70,7 +99,7 @@ def read_patch(folder: Path) -> dict:
         raise PatchMetadataError(f"patch {name}: {meta_path} cannot be read: {exc}") from exc
     groups = {}
     for res, names in GROUPS.items():
-        px = 1200 // res
+        px = patch_px(res)
         arr = np.empty((len(names), px, px), dtype=np.uint16)
         for i, band in enumerate(names):
             path = folder / f"{name}_{band}.tif"
@@ -156,3 +185,65 @@ def patch_columns(patches: list[dict]) -> dict[str, pa.Array]:
         "snow_fraction": pa.nulls(n, pa.float32()),
         "nodata_fraction": pa.nulls(n, pa.float32()),
     }
+
+
+IMPORT_ROW_GROUP = 128
+"""Rows per Parquet row group of an imported split file."""
+
+
+def import_chunk(task_id: int, folders: list[str], staging: Path, cfg: ImportConfig) -> dict:
+    """One import task: read a chunk of patch folders, screen, split and write them.
+
+    Returns:
+        The task's summary row (``SUMMARY_FIELDS`` of :mod:`bigearthnet.stages.write`).
+    """
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    name = f"part-{task_id:05d}"
+    summary = new_summary(task_id, f"chunk-{task_id:05d}")
+    layout = DatasetLayout(staging)
+    schema = IMPORTED_PATCH_SCHEMA.to_arrow()
+    writers = SplitWriters(layout, name, schema, cfg.compression)
+    try:
+        patches = [read_patch(Path(f)) for f in folders]
+        cols = patch_columns(patches)
+        names = cols["patch_id_v1"].to_pylist()
+        exclusions = ExclusionLists.load(cfg.exclude_lists)
+        listed = exclusions.is_listed(names)
+        flags = exclusions.flags(names)
+        cols["contains_seasonal_snow"] = pa.array(flags["contains_seasonal_snow"])
+        cols["contains_cloud_or_shadow"] = pa.array(flags["contains_cloud_or_shadow"])
+        rule = SplitRule.create("official" if cfg.splits_dir else "random", cfg.split_seed,
+                                cfg.split_fractions, cfg.splits_dir)
+        split = rule.assign(cols["patch_id"].to_pylist(), names, cols["col"], cols["row"], 0, 0)
+        batch = pa.RecordBatch.from_arrays([cols[c] for c in schema.names], schema=schema)
+        keep = ~listed & np.array([s is not None for s in split])
+        counts: Counter = Counter()
+        counts["dropped_lists"] = int(listed.sum())
+        counts["dropped_not_in_split"] = int((~listed & ~keep).sum())
+        hist = BandHistograms()
+
+        def add_train(sel: np.ndarray) -> None:
+            for res in (10, 20, 60):
+                hist.add_group(res, np.stack([patches[i]["groups"][res] for i in sel]))
+
+        writers.write_kept(batch, keep, split, counts, on_train=add_train,
+                           max_rows=IMPORT_ROW_GROUP)
+        idx = np.nonzero(keep)[0]
+        footprints: list[bytes] = [b""] * len(idx)
+        epsgs = np.array([patches[i]["epsg"] for i in idx], dtype=np.int64)
+        for epsg in np.unique(epsgs):
+            at = np.nonzero(epsgs == epsg)[0]
+            boxes = shapely.box(*np.array([patches[idx[k]]["bounds"] for k in at]).T)
+            for k, wkb in zip(at, wgs84_footprints(boxes, int(epsg))):
+                footprints[k] = wkb
+        files = writers.commit()
+        write_metadata_part(layout, name, [metadata_rows(cols, keep, split, flags, None, footprints)])
+        finish_summary(summary, layout, files, counts, hist)
+        summary.update(n_patches=len(patches), n_nodata=int(cols["has_nodata"].true_count),
+                       n_cols=0, n_rows=0, clc="{}")
+    except BigEarthNetError as exc:
+        writers.abort()
+        summary.update(status="failed", error_type=type(exc).__name__, error_message=str(exc))
+    summary.update(cpu_s=time.process_time() - cpu0, wall_s=time.perf_counter() - wall0,
+                   peak_rss_mb=peak_rss_mb())
+    return summary

@@ -1,0 +1,75 @@
+"""The one strict config base and the config loader shared by every job.
+
+Every config model of the package derives from :class:`StrictModel` (unknown keys are an
+error). A config is resolved from (lowest to highest precedence) the model defaults, a YAML file
+(``--config``) and command-line options; the resolved config is saved next to every output.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from bigearthnet.errors import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class StrictModel(BaseModel):
+    """Base for all config models: unknown keys are an error, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"unknown config key '{loc}'")
+        else:
+            lines.append(f"'{loc}': {err['msg']}")
+    return f"invalid configuration in {source}: " + "; ".join(lines) + ". Fix or remove these keys."
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping; ConfigError if missing or not a mapping."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {p} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p} must hold a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def resolve(model: type[M], config_file: str | Path | None, overrides: dict[str, Any]) -> M:
+    """Build a config from defaults < YAML file < explicit overrides (None values ignored).
+
+    Raises:
+        ConfigError: unknown key or invalid value, naming the file.
+    """
+    data: dict[str, Any] = load_yaml(config_file) if config_file else {}
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    data = _deep_merge(data, clean)
+    source = str(config_file) if config_file else "command-line options"
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source)) from None

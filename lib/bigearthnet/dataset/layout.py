@@ -1,0 +1,112 @@
+"""Every path and file name inside a dataset directory, defined once.
+
+::
+
+    DATASET/
+      _SUCCESS                                   written last: the dataset is complete
+      manifest.json                              schema, config, versions, counts, class orders
+      stats.json                                 per-band statistics of the train split
+      metadata.parquet                           one row per kept patch (reBEN columns + ours)
+      build_config.json | import_config.json     the resolved config of the job that wrote it
+      patches/split=<split>/<name>.parquet       the patch table (labeled builds, imports)
+      patches/<product>.parquet                  the patch table of a tiling-only build
+      _parts/metadata/<name>.parquet             per-task metadata, merged and removed at commit
+
+Builders, loaders, the training loop and the transforms all locate files through
+:class:`DatasetLayout`; no other module spells these names.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+SUCCESS = "_SUCCESS"
+MANIFEST = "manifest.json"
+STATS = "stats.json"
+METADATA = "metadata.parquet"
+BUILD_CONFIG = "build_config.json"
+IMPORT_CONFIG = "import_config.json"
+PATCHES = "patches"
+PARTS = "_parts"
+SPLIT_PREFIX = "split="
+PARQUET = ".parquet"
+IN_PROGRESS = ".inprogress"
+
+
+@dataclass(frozen=True)
+class DatasetLayout:
+    """The files of one dataset directory.
+
+    Args:
+        root: the dataset directory (or a staging directory that becomes it).
+    """
+
+    root: Path
+
+    @classmethod
+    def of(cls, root: str | os.PathLike[str]) -> DatasetLayout:
+        """The layout of ``root``."""
+        return cls(Path(root))
+
+    @property
+    def success(self) -> Path:
+        """The completion marker, written last."""
+        return self.root / SUCCESS
+
+    @property
+    def manifest(self) -> Path:
+        """``manifest.json``."""
+        return self.root / MANIFEST
+
+    @property
+    def stats(self) -> Path:
+        """``stats.json``."""
+        return self.root / STATS
+
+    @property
+    def metadata(self) -> Path:
+        """``metadata.parquet``."""
+        return self.root / METADATA
+
+    @property
+    def build_config(self) -> Path:
+        """The resolved config of ``bigearthnet build``."""
+        return self.root / BUILD_CONFIG
+
+    @property
+    def import_config(self) -> Path:
+        """The resolved config of ``bigearthnet import-v1``."""
+        return self.root / IMPORT_CONFIG
+
+    @property
+    def patches(self) -> Path:
+        """The folder of the patch table."""
+        return self.root / PATCHES
+
+    def split_dir(self, split: str | None) -> Path:
+        """``patches/split=<split>`` (``patches`` itself for ``None``, tiling-only builds)."""
+        return self.patches if split is None else self.patches / f"{SPLIT_PREFIX}{split}"
+
+    def patch_file(self, split: str | None, name: str) -> Path:
+        """The Parquet file of one product (or import chunk) in one split."""
+        return self.split_dir(split) / f"{name}{PARQUET}"
+
+    def splits_present(self) -> list[str]:
+        """Names of the ``split=*`` folders, sorted."""
+        return sorted(p.name.removeprefix(SPLIT_PREFIX) for p in self.patches.glob(f"{SPLIT_PREFIX}*"))
+
+    @property
+    def metadata_parts(self) -> Path:
+        """The folder of the tasks' metadata parts."""
+        return self.root / PARTS / "metadata"
+
+    @property
+    def parts(self) -> Path:
+        """The folder of all per-task parts (removed before commit)."""
+        return self.root / PARTS
+
+    def metadata_part(self, name: str) -> Path:
+        """The metadata part of one task."""
+        return self.metadata_parts / f"{name}{PARQUET}"

@@ -1,0 +1,58 @@
+"""Distributed training on a Spark cluster through ``pyspark.ml.torch.distributor.TorchDistributor``.
+
+Each of the ``nproc`` barrier tasks runs ``torchrun --nnodes=nproc --nproc_per_node=1`` on its
+executor and calls :func:`bigearthnet.train.loop.train_worker` (see
+:mod:`bigearthnet.train.distributed`). The run folder and the dataset must be on a filesystem
+every executor sees at the same path; rank 0 writes the run folder. Use it as the launcher of
+:func:`bigearthnet.train.launch.train` (``bigearthnet train --spark`` does).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from bigearthnet.config import SparkConfig
+from bigearthnet.errors import BigEarthNetError, DistributedTrainingError
+from bigearthnet.spark.session import get_session
+from bigearthnet.train.config import TrainConfig
+from bigearthnet.train.distributed import raise_from_marker
+from bigearthnet.train.loop import train_worker
+
+
+def run_torch_distributor(cfg: TrainConfig, spark: Any = None) -> dict[str, Any]:
+    """Train through ``pyspark.ml.torch.distributor.TorchDistributor`` (``local_mode=False``).
+
+    Args:
+        cfg: the run's config (already prepared by :func:`bigearthnet.train.launch.train`).
+        spark: a SparkSession; default :func:`~bigearthnet.spark.session.get_session` with
+            ``cfg.spark_master`` (or the active / spark-submit master when it is ``None``).
+
+    Returns:
+        Rank 0's result of :func:`bigearthnet.train.loop.train_worker`.
+
+    Raises:
+        BigEarthNetError: a named error raised in a task (re-raised by name).
+        DistributedTrainingError: any other failure of the distributed job.
+    """
+    from pyspark.ml.torch.distributor import TorchDistributor
+
+    if spark is None:
+        spark = get_session(SparkConfig(master=cfg.spark_master), master=cfg.spark_master)
+    use_gpu = cfg.device != "cpu" and torch.cuda.is_available()
+    distributor = TorchDistributor(num_processes=cfg.nproc, local_mode=False, use_gpu=use_gpu)
+    try:
+        result = distributor.run(train_worker, cfg.model_dump_json())
+    except BigEarthNetError:
+        raise
+    except Exception as exc:
+        raise_from_marker(str(exc), exc)
+        raise DistributedTrainingError(
+            f"TorchDistributor training with {cfg.nproc} processes failed: {exc}"
+        ) from exc
+    if not isinstance(result, dict):
+        raise DistributedTrainingError(
+            f"TorchDistributor returned {type(result).__name__}, expected rank 0's result dict"
+        )
+    return result
