@@ -20,7 +20,7 @@ from bigearthnet.sentinel2.bands import GROUPS
 from bigearthnet.sentinel2.grid import tile_origin
 from bigearthnet.sentinel2.products import discover_products
 from bigearthnet.spark.build import run_build
-from worlds import T29UPA, T29UPU, T29UPV, T33UUP, synth_world
+from worlds import T29UPA, T29UPU, T29UPV, synth_world
 
 pytestmark = pytest.mark.spark
 
