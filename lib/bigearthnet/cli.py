@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import typing
 import warnings
 from pathlib import Path
 
@@ -108,8 +109,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _choices(model: type, key: str) -> list[str]:
+    """The values of a config field declared as a ``Literal``."""
+    return list(typing.get_args(model.model_fields[key].annotation))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used to document the CLI)."""
+    from bigearthnet.config import BuildConfig
+
     parser = argparse.ArgumentParser(prog="bigearthnet", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -132,8 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--master", help="Spark master URL (default: spark-submit's, else local[*])")
     p.add_argument("--on-error", choices=["fail", "skip"])
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
-    p.add_argument("--label-rule", choices=["v1", "reben"], help="v1 (paper, default) or reben")
-    p.add_argument("--split", choices=["random", "reben", "official"], help="default random 60/20/20")
+    p.add_argument("--label-rule", choices=_choices(BuildConfig, "label_rule"),
+                   help="v1 (paper, default) or reben")
+    p.add_argument("--split", choices=_choices(BuildConfig, "split"), help="default random 60/20/20")
     p.add_argument("--splits-dir", help="folder with the official train/val/test CSVs (--split official)")
     p.add_argument("--exclude-lists", nargs="+", metavar="CSV",
                    help="headerless CSVs of v1 names to drop (official snow / cloud lists)")

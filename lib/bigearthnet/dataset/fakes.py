@@ -82,6 +82,19 @@ class FakeDataset:
     stats: dict = field(default_factory=dict)
 
 
+def _neutral(arrow_type: pa.DataType, n: int) -> pa.Array:
+    """``n`` zeros, empty strings, empty lists or ``False`` of a scalar type."""
+    if pa.types.is_list(arrow_type):
+        value = []
+    elif pa.types.is_string(arrow_type):
+        value = ""
+    elif pa.types.is_boolean(arrow_type):
+        value = False
+    else:
+        value = 0
+    return pa.array([value] * n, arrow_type)
+
+
 def _random_columns(ids: list[str], product: str, first_row: int,
                     rng: np.random.Generator) -> tuple[dict[str, pa.Array], np.ndarray]:
     n = len(ids)
@@ -115,6 +128,9 @@ def _random_columns(ids: list[str], product: str, first_row: int,
         cols[name] = pa.array(np.zeros(n, dtype=np.float32))
     cols["contains_seasonal_snow"] = pa.array(np.zeros(n, dtype=bool))
     cols["contains_cloud_or_shadow"] = pa.array(np.zeros(n, dtype=bool))
+    for f in LABELED_PATCH_SCHEMA.to_arrow():  # any other scalar column: a neutral value
+        if f.name not in cols and not pa.types.is_binary(f.type):
+            cols[f.name] = _neutral(f.type, n)
     for col in LABELED_PATCH_SCHEMA.tensors:
         if col.name == "multi_hot_43":
             values = hot43

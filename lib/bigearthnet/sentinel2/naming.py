@@ -34,10 +34,8 @@ class ProductName:
     @property
     def name(self) -> str:
         """The full product name (no ``.SAFE`` suffix)."""
-        return "_".join(
-            (self.mission, self.level, self.datatake, self.baseline, self.orbit, self.tile,
-             self.discriminator)
-        )
+        return (f"{self.mission}_{self.level}_{self.datatake}_{self.baseline}_{self.orbit}_"
+                f"{self.tile}_{self.discriminator}")
 
     @property
     def sensing_time(self) -> datetime:

@@ -28,6 +28,7 @@ codes ascending, ``"335"`` and ``"999"`` included though they have no 43/19 name
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -333,6 +334,36 @@ ENGINES: dict[str, type] = {SedonaDBEngine.name: SedonaDBEngine}
 """Label engines that run inside the task, by config name."""
 
 
+@dataclass(frozen=True)
+class LabelRule:
+    """A label rule: what it needs and how it turns it into label rows.
+
+    Args:
+        name: the config name (``label_rule``).
+        needs_areas: it reads per (patch, code) areas from a join engine.
+        needs_maps: it reads the 10 m reference maps.
+        apply: ``(areas, maps, n_patches, cfg) -> LABEL_SCHEMA rows``; ``areas`` holds the
+            strip's rows with ``patch_index`` counted from the strip's first patch.
+    """
+
+    name: str
+    needs_areas: bool
+    needs_maps: bool
+    apply: Callable[[pa.Table | None, np.ndarray | None, int, BuildConfig], pa.Table]
+
+
+RULES: dict[str, LabelRule] = {
+    rule.name: rule
+    for rule in (
+        LabelRule("v1", needs_areas=True, needs_maps=False,
+                  apply=lambda areas, maps, n, cfg: labels_v1(areas, n, cfg.min_area_m2)),
+        LabelRule("reben", needs_areas=False, needs_maps=True,
+                  apply=lambda areas, maps, n, cfg: labels_reben(maps, cfg.max_unlabeled_fraction)),
+    )
+}
+"""The label rules by config name (``label_rule``)."""
+
+
 class TileLabels:
     """Label rows of one tile, strip by strip, under the configured rule.
 
@@ -351,8 +382,9 @@ class TileLabels:
                  areas: pa.Table | None = None) -> None:
         t0 = time.perf_counter()
         self.plan, self.clc, self.cfg = plan, clc, cfg
+        self.rule = RULES[cfg.label_rule]
         self.areas = None
-        if cfg.label_rule == "v1":
+        if self.rule.needs_areas:
             self.areas = areas if areas is not None else SedonaDBEngine().code_areas(plan, clc)
             self.area_index = np.asarray(self.areas["patch_index"])
         self.seconds = time.perf_counter() - t0
@@ -360,7 +392,7 @@ class TileLabels:
     @property
     def wants_maps(self) -> bool:
         """Reference maps are needed (stored, or the reBEN rule)."""
-        return self.cfg.reference_maps or self.cfg.label_rule == "reben"
+        return self.cfg.reference_maps or self.rule.needs_maps
 
     def strip(self, row0: int, n_rows: int) -> tuple[pa.Table, np.ndarray | None]:
         """The label table of ``n_rows`` patch rows from ``row0`` and their reference maps.
@@ -377,15 +409,14 @@ class TileLabels:
         if self.wants_maps:
             maps = reference_maps(self.clc.geoms, self.clc.codes, grid.ulx,
                                   grid.uly - row0 * PATCH_SIZE_M, n_rows, n_cols)
-        if self.cfg.label_rule == "v1":
+        part = None
+        if self.areas is not None:
             lo, hi = row0 * n_cols, (row0 + n_rows) * n_cols
             a, b = np.searchsorted(self.area_index, [lo, hi])
             part = self.areas.slice(a, b - a)
             part = part.set_column(0, "patch_index",
                                    pa.array(np.asarray(part["patch_index"]) - lo, pa.int32()))
-            table = labels_v1(part, n_rows * n_cols, self.cfg.min_area_m2)
-        else:
-            table = labels_reben(maps, self.cfg.max_unlabeled_fraction)
+        table = self.rule.apply(part, maps, n_rows * n_cols, self.cfg)
         self.seconds += time.perf_counter() - t0
         return table, maps
 

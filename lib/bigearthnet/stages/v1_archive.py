@@ -143,7 +143,8 @@ def read_patch(folder: Path) -> dict:
 
 
 def patch_columns(patches: list[dict]) -> dict[str, pa.Array]:
-    """Columns of ``IMPORTED_PATCH_SCHEMA`` for a list of read patches (same order)."""
+    """The columns of ``IMPORTED_PATCH_SCHEMA`` a v1 archive provides, for read patches (same
+    order); the nullable rest (SCL, SCL fractions, areas) is null, the flags come from lists."""
     n = len(patches)
     labels_19 = []
     for p in patches:
@@ -170,7 +171,6 @@ def patch_columns(patches: list[dict]) -> dict[str, pa.Array]:
         "footprint": pa.array(list(shapely.to_wkb(boxes)) if n else [], pa.binary()),
         **{name: encode_tensor(arr, col) for (name, arr), col in
            zip(tensors.items(), (BANDS_10M, BANDS_20M, BANDS_60M))},
-        "scl": pa.nulls(n, pa.binary()),
         "has_nodata": pa.array(has_nodata),
         "labels_43": pa.array([p["labels_43"] for p in patches], pa.list_(pa.string())),
         "labels_19": pa.array(labels_19, pa.list_(pa.string())),
@@ -178,12 +178,6 @@ def patch_columns(patches: list[dict]) -> dict[str, pa.Array]:
         "multi_hot_19": pa.array([multi_hot(lab, 19).tobytes() for lab in labels_19], pa.binary()),
         "clc_codes": pa.array([sorted(_CODE_BY_NAME[lab] for lab in p["labels_43"]) for p in patches],
                               pa.list_(pa.string())),
-        "clc_area_fractions": pa.nulls(n, pa.list_(pa.float32())),
-        "unlabeled_fraction": pa.nulls(n, pa.float32()),
-        "cloud_fraction": pa.nulls(n, pa.float32()),
-        "shadow_fraction": pa.nulls(n, pa.float32()),
-        "snow_fraction": pa.nulls(n, pa.float32()),
-        "nodata_fraction": pa.nulls(n, pa.float32()),
     }
 
 
@@ -215,6 +209,9 @@ def import_chunk(task_id: int, folders: list[str], staging: Path, cfg: ImportCon
         rule = SplitRule.create("official" if cfg.splits_dir else "random", cfg.split_seed,
                                 cfg.split_fractions, cfg.splits_dir)
         split = rule.assign(cols["patch_id"].to_pylist(), names, cols["col"], cols["row"], 0, 0)
+        for f in schema:  # what the v1 archive cannot provide is null (IMPORTED_PATCH_SCHEMA)
+            if f.name not in cols and f.nullable:
+                cols[f.name] = pa.nulls(len(patches), f.type)
         batch = pa.RecordBatch.from_arrays([cols[c] for c in schema.names], schema=schema)
         keep = ~listed & np.array([s is not None for s in split])
         counts: Counter = Counter()
