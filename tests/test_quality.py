@@ -75,12 +75,13 @@ def test_thresholds_tolerate_float32_rounding():
 
 
 def test_first_matching_reason_wins_and_is_counted_once():
-    n = 6
-    snow = np.array([1, 1, 0, 0, 0, 0], np.float32)
-    cloud = np.array([0, 1, 1, 0, 0, 0], np.float32)
-    band_nodata = np.array([True, False, False, False, False, False])
-    listed = np.array([True, True, True, True, False, False])
-    unlabeled = np.array([True, True, True, True, True, False])
+    n = 7
+    snow = np.array([1, 1, 0, 0, 0, 0, 0], np.float32)
+    cloud = np.array([0, 1, 1, 0, 0, 0, 0], np.float32)
+    band_nodata = np.array([True, False, False, False, False, False, False])
+    listed = np.array([True, True, True, True, False, False, False])
+    unlabeled = np.array([True, True, True, True, True, False, False])
+    no_labels = np.array([True, True, True, True, True, True, False])
     cfg = QualityConfig()
     reasons = drop_reason(
         cfg,
@@ -89,8 +90,10 @@ def test_first_matching_reason_wins_and_is_counted_once():
         band_nodata=band_nodata,
         listed=listed,
         unlabeled_drop=unlabeled,
+        no_labels=no_labels,
     )
-    assert reasons.tolist() == ["nodata", "snow", "cloud_shadow", "lists", "unlabeled", None]
+    assert reasons.tolist() == ["nodata", "snow", "cloud_shadow", "lists", "unlabeled",
+                                "no_labels", None]
     counts = drop_counts(reasons)
     assert list(counts) == list(DROP_REASONS)
     assert sum(counts.values()) == n - 1
@@ -100,6 +103,7 @@ def test_first_matching_reason_wins_and_is_counted_once():
         drop_listed=False,
         drop_cloud_shadow_fraction=None,
         drop_unlabeled=False,
+        drop_no_labels=False,
     )
     kept = drop_reason(
         off,
@@ -108,6 +112,7 @@ def test_first_matching_reason_wins_and_is_counted_once():
         band_nodata=band_nodata,
         listed=listed,
         unlabeled_drop=unlabeled,
+        no_labels=no_labels,
     )
     assert kept.tolist() == [None] * n
     with pytest.raises(LabelingInputError, match="listed"):

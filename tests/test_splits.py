@@ -52,6 +52,25 @@ def test_reben_rings_on_full_tile():
     assert (grid == grid[::-1]).all() and (grid == grid[:, ::-1]).all() and (grid == grid.T).all()
 
 
+def test_reben_rings_on_the_full_tile_extent_match_a_metric_oracle():
+    """The real archive centres the rings on the whole 10980 px tile (109.8 km), not on the 91
+    whole patches: an oracle in metres, written from that definition, agrees on every patch."""
+    row, col = np.divmod(np.arange(91 * 91), 91)
+    s = reben_split(col, row, 91, 91, (10980 / 120, 10980 / 120))
+    half = 10980 * 10 / 2  # metres from the tile's upper-left corner to its centre
+    dx = np.abs((col + 0.5) * 1200 - half)
+    dy = np.abs((row + 0.5) * 1200 - half)
+    d = np.maximum(dx, dy) / half
+    oracle = np.where(d <= 0.5, "test", np.where(d <= 0.5 ** 0.5, "validation", "train"))
+    assert (s == oracle).all()
+    grid = s.reshape(91, 91)
+    # Column and row 68 lie on the inner square's edge: test in the real archive (T33UUP).
+    assert grid[45, 68] == "test" and grid[68, 45] == "test" and grid[68, 68] == "test"
+    assert grid[45, 22] == "validation" and grid[22, 45] == "validation"
+    counts = {name: int((s == name).sum()) for name in SPLITS}
+    assert counts == {"train": 4056, "validation": 2109, "test": 2116}
+
+
 def test_reben_split_rejects_out_of_grid():
     with pytest.raises(LabelingInputError):
         reben_split([91], [0], 91, 91)

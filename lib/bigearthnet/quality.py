@@ -54,14 +54,18 @@ NODATA_CLASSES: tuple[int, ...] = (SCL_NO_DATA,)
 FRACTION_TOLERANCE = 1e-6
 """Absolute tolerance of fraction comparisons (far below one pixel, 1/3600)."""
 
-DROP_REASONS: tuple[str, ...] = ("nodata", "snow", "cloud_shadow", "lists", "unlabeled")
+DROP_REASONS: tuple[str, ...] = ("nodata", "snow", "cloud_shadow", "lists", "unlabeled",
+                                 "no_labels")
 """Drop reasons in priority order; a dropped patch is counted under the first that matches.
 
 * ``nodata``: the patch touches a no-data pixel (any band, or SCL 0 above the threshold);
 * ``snow``: SCL snow fraction >= ``drop_snow_fraction``;
 * ``cloud_shadow``: SCL cloud + shadow fraction >= ``drop_cloud_shadow_fraction``;
 * ``lists``: the patch's v1 name is in an official snow or cloud/shadow list;
-* ``unlabeled``: the label rule dropped it (reBEN: >= 25 % unlabeled pixels).
+* ``unlabeled``: the label rule dropped it (reBEN: >= 25 % unlabeled pixels);
+* ``no_labels``: the patch has none of the 43 classes (in the paper every image carries 1 to 12
+  labels; under the v1 rule a patch covered only by code 335 or 999, or by no CLC at all, has
+  none). Under the reBEN rule such a patch is 100 % unlabeled and dropped as ``unlabeled`` first.
 """
 
 
@@ -88,6 +92,8 @@ class QualityConfig(StrictModel):
     """Drop patches named in the official snow / cloud-and-shadow lists (when given)."""
     drop_unlabeled: bool = True
     """Honour the label rule's ``drop_unlabeled`` decision."""
+    drop_no_labels: bool = True
+    """Drop patches without any of the 43 classes (the paper: 1-12 labels per image)."""
 
 
 def scl_fractions(scl: np.ndarray) -> dict[str, np.ndarray]:
@@ -165,6 +171,7 @@ def drop_reason(
     band_nodata: np.ndarray | None = None,
     listed: np.ndarray | None = None,
     unlabeled_drop: np.ndarray | None = None,
+    no_labels: np.ndarray | None = None,
 ) -> np.ndarray:
     """The first matching drop reason per patch (see :data:`DROP_REASONS`), or ``None``.
 
@@ -177,6 +184,7 @@ def drop_reason(
             counts as ``nodata`` whenever ``config.drop_nodata_fraction`` is not ``None``.
         listed: True where the patch's v1 name is in an official snow/cloud list (optional).
         unlabeled_drop: the label rule's ``drop_unlabeled`` column (optional).
+        no_labels: True where a patch has no 43-class label (optional).
 
     Returns:
         ``object`` array of reason strings or ``None`` (kept), one per patch.
@@ -192,6 +200,7 @@ def drop_reason(
         "band_nodata": band_nodata,
         "listed": listed,
         "unlabeled_drop": unlabeled_drop,
+        "no_labels": no_labels,
     }
     for name, arr in arrays.items():
         if arr is not None and np.asarray(arr).reshape(-1).shape != (n,):
@@ -217,6 +226,7 @@ def drop_reason(
         ),
         "lists": vec(listed) if config.drop_listed else np.zeros(n, dtype=bool),
         "unlabeled": vec(unlabeled_drop) if config.drop_unlabeled else np.zeros(n, dtype=bool),
+        "no_labels": vec(no_labels) if config.drop_no_labels else np.zeros(n, dtype=bool),
     }
     out = np.full(n, None, dtype=object)
     undecided = np.ones(n, dtype=bool)

@@ -77,19 +77,25 @@ def random_split(
 
 
 def reben_ring_distance(
-    col: np.ndarray | Sequence[int], row: np.ndarray | Sequence[int], n_cols: int, n_rows: int
+    col: np.ndarray | Sequence[int], row: np.ndarray | Sequence[int], n_cols: int, n_rows: int,
+    extent: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """Normalised Chebyshev distance of patch centroids from the tile centre.
 
-    ``d = max(|cx - n_cols/2| / (n_cols/2), |cy - n_rows/2| / (n_rows/2))`` with centroid
-    ``(col + 0.5, row + 0.5)`` in patch units: 0 at the centre, 1 at the tile edge. The square
-    ``d <= t`` covers ``t²`` of the tile area.
+    ``d = max(|cx - w/2| / (w/2), |cy - h/2| / (h/2))`` with centroid ``(col + 0.5, row + 0.5)``
+    in patch units and ``(w, h)`` the tile's full extent: 0 at the centre, 1 at the tile edge.
+    The square ``d <= t`` covers ``t²`` of the tile area. The real archive centres the rings on
+    the whole tile, 10980 px = 91.5 patches, not on the 91 whole patches, so they are not
+    symmetric in patch units: on a full tile column 68 is inside the test square and column 22
+    is not.
 
     Args:
         col: patch column(s).
         row: patch row(s).
-        n_cols: patch columns in the tile (91 for a full tile).
-        n_rows: patch rows in the tile.
+        n_cols: whole patch columns in the tile (91 for a full tile).
+        n_rows: whole patch rows in the tile.
+        extent: the tile's full (width, height) in patch units, e.g. ``(91.5, 91.5)`` for a
+            full tile; default ``(n_cols, n_rows)``.
     """
     if n_cols <= 0 or n_rows <= 0:
         raise LabelingInputError(f"reben_split: bad grid {n_cols}x{n_rows}")
@@ -97,12 +103,16 @@ def reben_ring_distance(
     r = np.asarray(row, dtype=np.float64)
     if ((c < 0) | (c >= n_cols) | (r < 0) | (r >= n_rows)).any():
         raise LabelingInputError(f"reben_split: col/row outside the {n_cols}x{n_rows} grid")
-    hx, hy = n_cols / 2.0, n_rows / 2.0
+    width, height = (float(n_cols), float(n_rows)) if extent is None else map(float, extent)
+    if width < n_cols or height < n_rows:
+        raise LabelingInputError(f"reben_split: extent {extent} is smaller than the {n_cols}x{n_rows} grid")
+    hx, hy = width / 2.0, height / 2.0
     return np.maximum(np.abs(c + 0.5 - hx) / hx, np.abs(r + 0.5 - hy) / hy)
 
 
 def reben_split(
-    col: np.ndarray | Sequence[int], row: np.ndarray | Sequence[int], n_cols: int, n_rows: int
+    col: np.ndarray | Sequence[int], row: np.ndarray | Sequence[int], n_cols: int, n_rows: int,
+    extent: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """reBEN's spatial split per tile: concentric squares of patch centroids.
 
@@ -110,19 +120,20 @@ def reben_split(
     * middle ring ``0.5 < d <= sqrt(1/2)`` (¼) -> ``validation``;
     * outer ring ``d > sqrt(1/2)`` (½) -> ``train``;
 
-    with ``d`` from :func:`reben_ring_distance`. On the full 91 x 91 grid this gives 4056 /
-    2200 / 2025 patches (49.0 / 26.6 / 24.5 %).
+    with ``d`` from :func:`reben_ring_distance`. On a full tile (91 x 91 whole patches, rings
+    on the 91.5-patch extent) this gives 4056 / 2109 / 2116 patches (49.0 / 25.5 / 25.6 %).
 
     Args:
         col: patch column(s), 0..n_cols-1.
         row: patch row(s), 0..n_rows-1.
         n_cols: patch columns in the tile.
         n_rows: patch rows in the tile.
+        extent: the tile's full extent in patch units (see :func:`reben_ring_distance`).
 
     Returns:
         ``object`` array of split names, shaped like ``col``.
     """
-    d = reben_ring_distance(col, row, n_cols, n_rows)
+    d = reben_ring_distance(col, row, n_cols, n_rows, extent)
     out = np.full(d.shape, SPLITS[0], dtype=object)
     out[d <= RING_VALIDATION_MAX] = SPLITS[1]
     out[d <= RING_TEST_MAX] = SPLITS[2]

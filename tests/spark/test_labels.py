@@ -29,7 +29,8 @@ from worlds import T29UPU, T33UUP, synth_world
 pytestmark = pytest.mark.spark
 T35VNJ = "S2B_MSIL2A_20180204T094159_N0206_R036_T35VNJ_20180204T114851"
 NO_DROPS = QualityConfig(drop_snow_fraction=None, drop_cloud_shadow_fraction=None,
-                         drop_nodata_fraction=None, drop_listed=False, drop_unlabeled=False)
+                         drop_nodata_fraction=None, drop_listed=False, drop_unlabeled=False,
+                         drop_no_labels=False)
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +156,7 @@ def test_counts_add_up_and_drop_reasons_are_exclusive(spark, world, tmp_path):
     manifest = build(world, out, exclude_lists=[str(lists)])
     c = manifest["counts"]
     reasons = manifest["drop_reason_order"]
-    assert reasons[:5] == ["nodata", "snow", "cloud_shadow", "lists", "unlabeled"]
+    assert reasons[:6] == ["nodata", "snow", "cloud_shadow", "lists", "unlabeled", "no_labels"]
     assert c["patches_cut"] == c["patches_kept"] + sum(c[f"dropped_{r}"] for r in reasons)
     assert c["patches_kept"] == c["kept_train"] + c["kept_validation"] + c["kept_test"]
     assert c["dropped_snow"] > 0 and c["dropped_cloud_shadow"] > 0 and 1 <= c["dropped_lists"] <= 2
@@ -174,6 +175,33 @@ def test_counts_add_up_and_drop_reasons_are_exclusive(spark, world, tmp_path):
     assert max(kept["snow_fraction"].to_pylist()) < 1.0
     assert np.all(np.array(kept["contains_seasonal_snow"].to_pylist()) ==
                   (np.array(kept["snow_fraction"].to_pylist()) > 0))
+
+
+def test_v1_build_drops_and_counts_patches_without_labels(spark, world, clc, tmp_path):
+    """In the paper every image has 1-12 labels. Holes in the CLC layer leave patches with none
+    of the 43 classes: the v1 rule drops them under ``no_labels``, as an overlay oracle counts."""
+    west = clc.geometry.centroid.x < clc.geometry.centroid.x.quantile(0.6)
+    holed = tmp_path / "holed.gpkg"
+    clc[west].to_file(holed, layer="clc2018")
+    out = tmp_path / "ds"
+    manifest = run_build(BuildConfig(
+        products=str(world / "products"), clc=str(holed), out=str(out),
+        quality=NO_DROPS.model_copy(update={"drop_no_labels": True})))
+    c = manifest["counts"]
+    table = pads.dataset(out / "patches", format="parquet", partitioning="hive").to_table(
+        columns=["labels_43"])
+    assert all(len(labels) >= 1 for labels in table["labels_43"].to_pylist())
+    assert c["patches_cut"] == 300 == c["patches_kept"] + c["dropped_no_labels"]
+    # Oracle: overlay of every cut patch with the holed layer; 335 and 999 are not classes.
+    every = run_build(BuildConfig(products=str(world / "products"), clc=str(holed),
+                                  out=str(tmp_path / "every"), quality=NO_DROPS))
+    assert every["counts"]["patches_kept"] == 300
+    cut = patches(tmp_path / "every", ["patch_id", "epsg", "footprint"])
+    truth = oracle_v1(cut, gpd.read_file(holed))
+    without = sum(1 for codes in truth.values() if not {int(x) for x in codes} - {335, 999})
+    assert without > 20
+    assert abs(c["dropped_no_labels"] - without) <= 2  # the oracle agrees on >= 99.5 % of patches
+    assert manifest["label_cardinality"]["labels_43"].get("0", 0) == 0
 
 
 def test_stats_json_matches_numpy_on_train(spark, world, tmp_path):

@@ -428,3 +428,8 @@ def rule_columns(labels: pa.Table) -> dict[str, pa.Array]:
     for c in ("multi_hot_43", "multi_hot_19"):
         cols[c] = labels[c].combine_chunks().cast(pa.binary())
     return cols
+
+
+def no_43_labels(labels: pa.Table) -> np.ndarray:
+    """True where a label row has none of the 43 classes."""
+    return multi_hot_array(labels, "multi_hot_43").sum(axis=1) == 0

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import shapely
 
-from bigearthnet.constants import PATCH_SIZE_M
+from bigearthnet.constants import PATCH_SIZE_M, PATCH_SIZE_PX
 from bigearthnet.sentinel2.grid import PatchGrid
 from bigearthnet.sentinel2.naming import ProductName, parse_product_name
 from bigearthnet.sentinel2.products import ProductSource
@@ -44,6 +44,12 @@ class TilePlan:
     def n_patches(self) -> int:
         """Whole patches in the tile."""
         return self.grid.n_patches
+
+    @property
+    def extent_patches(self) -> tuple[float, float]:
+        """The tile's full extent in patch units, (columns, rows): 91.5 x 91.5 for a full
+        10980 px tile, whose last 60 px column and row hold no whole patch."""
+        return (self.grid.width_px / PATCH_SIZE_PX, self.grid.height_px / PATCH_SIZE_PX)
 
     @property
     def extent(self) -> tuple[float, float, float, float]:

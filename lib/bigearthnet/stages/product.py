@@ -26,7 +26,7 @@ from bigearthnet.errors import BigEarthNetError
 from bigearthnet.sentinel2.naming import ProductName, parse_product_name
 from bigearthnet.sentinel2.products import ProductSource
 from bigearthnet.sentinel2.reader import OpenProduct
-from bigearthnet.stages.labels import TileLabels, read_tile_clc, rule_columns
+from bigearthnet.stages.labels import TileLabels, no_43_labels, read_tile_clc, rule_columns
 from bigearthnet.stages.pixels import pixel_columns, strip_patches
 from bigearthnet.stages.plan import TilePlan, id_columns, plan_from_product
 from bigearthnet.stages.screen import ExclusionLists, screen_columns, screen_patches
@@ -80,10 +80,11 @@ class _LabeledStrips:
         screening = screen_patches(
             patches["scl"], np.asarray(cols["has_nodata"]),
             self.exclusions.is_listed(names_v1), np.asarray(labels["drop_unlabeled"]),
-            self.cfg.quality)
+            self.cfg.quality, no_labels=no_43_labels(labels))
         split = self.split_rule.assign(cols["patch_id"].to_pylist(), names_v1,
                                        np.asarray(cols["col"]), np.asarray(cols["row"]),
-                                       self.plan.grid.n_cols, self.plan.grid.n_rows)
+                                       self.plan.grid.n_cols, self.plan.grid.n_rows,
+                                       self.plan.extent_patches)
         reasons = screening.reasons
         if self.split_rule.kind == "official":
             reasons = mark_unsplit(reasons, split)

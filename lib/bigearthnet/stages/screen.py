@@ -89,7 +89,8 @@ class Screening:
 
 
 def screen_patches(scl: np.ndarray, band_nodata: np.ndarray, listed: np.ndarray,
-                   unlabeled_drop: np.ndarray, quality: QualityConfig) -> Screening:
+                   unlabeled_drop: np.ndarray, quality: QualityConfig,
+                   no_labels: np.ndarray | None = None) -> Screening:
     """Fractions, flags and drop reasons of patches.
 
     Args:
@@ -98,12 +99,13 @@ def screen_patches(scl: np.ndarray, band_nodata: np.ndarray, listed: np.ndarray,
         listed: True where the patch's v1 name is in an exclusion list.
         unlabeled_drop: the label rule's ``drop_unlabeled``.
         quality: thresholds.
+        no_labels: True where a patch has no 43-class label.
     """
     fractions = scl_fractions(scl)
     reasons = drop_reason(
         quality, snow_fraction=fractions["snow"], cloud_shadow_fraction=fractions["cloud_shadow"],
         nodata_fraction=fractions["nodata"], band_nodata=band_nodata, listed=listed,
-        unlabeled_drop=unlabeled_drop,
+        unlabeled_drop=unlabeled_drop, no_labels=no_labels,
     )
     return Screening(fractions, quality_flags(fractions, quality), reasons)
 

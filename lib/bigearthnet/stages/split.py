@@ -46,7 +46,8 @@ class SplitRule:
         return cls(kind, seed, tuple(fractions), official)
 
     def assign(self, patch_ids: Sequence[str], names_v1: Sequence[str], cols: np.ndarray,
-               rows: np.ndarray, n_cols: int, n_rows: int) -> np.ndarray:
+               rows: np.ndarray, n_cols: int, n_rows: int,
+               extent: tuple[float, float] | None = None) -> np.ndarray:
         """The split of each patch (``None`` where an official split lists it nowhere).
 
         Args:
@@ -56,11 +57,13 @@ class SplitRule:
             rows: patch rows.
             n_cols: patch columns of the tile.
             n_rows: patch rows of the tile.
+            extent: the tile's full extent in patch units (columns, rows), on which the reBEN
+                rings are centred; default ``(n_cols, n_rows)``.
         """
         if self.kind == "random":
             return random_split(patch_ids, self.seed, self.fractions)
         if self.kind == "reben":
-            return reben_split(np.asarray(cols), np.asarray(rows), n_cols, n_rows)
+            return reben_split(np.asarray(cols), np.asarray(rows), n_cols, n_rows, extent)
         return np.array([self.official.get(str(n)) for n in names_v1], dtype=object)
 
 
