@@ -55,6 +55,10 @@ class OutputExistsError(BigEarthNetError, FileExistsError):
     """The output directory exists already (pass --overwrite to replace it)."""
 
 
+class OutputLockedError(BigEarthNetError, BlockingIOError):
+    """Another live job is writing the same output folder."""
+
+
 class BuildFailedError(BigEarthNetError, RuntimeError):
     """A distributed build failed; the message lists the failed products."""
 

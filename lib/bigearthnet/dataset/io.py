@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import fcntl
 import json
+import logging
 import os
 import shutil
+import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,14 +19,63 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bigearthnet.dataset.layout import SUCCESS
-from bigearthnet.errors import OutputExistsError
+from bigearthnet.errors import OutputExistsError, OutputLockedError
 
 SUCCESS_MARKER = SUCCESS
+STAGING_INFIX = ".tmp-"
+OLD_INFIX = ".old-"
+log = logging.getLogger(__name__)
 
 
 def staging_dir(out: Path) -> Path:
     """A hidden temporary sibling of ``out`` on the same filesystem (for an atomic rename)."""
-    return out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:12]}"
+    return out.parent / f".{out.name}{STAGING_INFIX}{uuid.uuid4().hex[:12]}"
+
+
+def lock_path(out: Path) -> Path:
+    """The lock file of an output folder: a hidden sibling, ``.NAME.lock``."""
+    return out.parent / f".{out.name}.lock"
+
+
+def debris(out: Path) -> list[Path]:
+    """Staging and replaced folders of ``out`` left behind by jobs that died."""
+    return sorted(p for infix in (STAGING_INFIX, OLD_INFIX)
+                  for p in out.parent.glob(f".{out.name}{infix}*"))
+
+
+@contextmanager
+def output_lock(out: Path) -> Iterator[None]:
+    """Hold the exclusive lock of ``out`` while a job writes it; clean the debris of dead jobs.
+
+    The lock is an ``flock`` on ``.NAME.lock``: the kernel releases it when its process ends,
+    however it ends (SIGKILL included). So whoever holds it is the only live writer, and every
+    staging folder of ``out`` that exists when the lock is taken belongs to a dead job and is
+    removed. ``flock`` is reliable on local filesystems; on network filesystems it depends on
+    the mount (NFSv4 and Lustre support it, some FUSE mounts do not).
+
+    Raises:
+        OutputLockedError: another live job holds the lock.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    path = lock_path(out)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+            raise OutputLockedError(
+                f"another job is writing {out} right now ({holder}; lock {path}); wait for it "
+                "to finish or choose another output"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+        for leftover in debris(out):
+            log.warning("removing %s, left by a job that died", leftover)
+            shutil.rmtree(leftover, ignore_errors=True)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def check_output(out: Path, overwrite: bool) -> None:
@@ -32,11 +86,36 @@ def check_output(out: Path, overwrite: bool) -> None:
         )
 
 
+_RENAME_EXCHANGE = 2  # linux/fs.h
+
+
+def exchange_dirs(a: Path, b: Path) -> bool:
+    """Swap two folders in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``).
+
+    Returns:
+        False where the platform or filesystem cannot (the caller falls back to two renames).
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_fdcwd = -100
+    rc = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, f"cannot exchange {a} and {b}: {os.strerror(err)}")
+
+
 def commit_dir(staging: Path, out: Path, overwrite: bool, marker: bool = True) -> None:
     """Write the success marker, then move ``staging`` to ``out`` atomically.
 
-    An existing ``out`` is replaced only when ``overwrite`` is set; it is moved aside first and
-    deleted after the rename, so ``out`` is always either the old or the new complete folder.
+    An existing ``out`` is replaced only when ``overwrite`` is set: the two folders are
+    exchanged in one atomic step where the kernel can (Linux), so readers always see either the
+    old or the new complete folder; elsewhere the old one is renamed aside first, which leaves a
+    moment without ``out``. The old folder is deleted afterwards.
 
     Args:
         staging: the complete folder, a sibling of ``out``.
@@ -46,36 +125,44 @@ def commit_dir(staging: Path, out: Path, overwrite: bool, marker: bool = True) -
     """
     if marker:
         (staging / SUCCESS).write_text("")
-    old = None
     if out.exists():
         if not overwrite:
             raise OutputExistsError(f"output {out} appeared during the build; not replacing it")
-        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:12]}"
+        if exchange_dirs(staging, out):
+            shutil.rmtree(staging, ignore_errors=True)  # now holds the old folder
+            return
+        old = out.parent / f".{out.name}{OLD_INFIX}{uuid.uuid4().hex[:12]}"
         os.replace(out, old)
-    os.replace(staging, out)
-    if old is not None:
+        os.replace(staging, out)
         shutil.rmtree(old, ignore_errors=True)
+        return
+    os.replace(staging, out)
 
 
 @contextmanager
 def staged_output(out: Path, overwrite: bool, marker: bool = True) -> Iterator[Path]:
     """Build a folder under a hidden sibling name; commit it as ``out`` when the block ends.
 
-    The one atomic folder swap of the package (datasets, evaluations, reports): if the block
-    raises, the staging folder is deleted and ``out`` is untouched.
+    The one atomic folder swap of the package (datasets, evaluations, reports). The block runs
+    under :func:`output_lock`, so a second job on the same output fails at once and the
+    leftovers of dead jobs are removed. If the block raises, the staging folder is deleted and
+    ``out`` is untouched.
+
+    Raises:
+        OutputLockedError: another live job is writing ``out``.
 
     Yields:
         The staging folder (created, empty).
     """
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = staging_dir(out)
-    staging.mkdir()
-    try:
-        yield staging
-        commit_dir(staging, out, overwrite, marker)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+    with output_lock(out):
+        staging = staging_dir(out)
+        staging.mkdir()
+        try:
+            yield staging
+            commit_dir(staging, out, overwrite, marker)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
 
 
 def write_json(path: Path, doc: dict) -> None:

@@ -107,6 +107,11 @@ class DatasetLayout:
         """The folder of all per-task parts (removed before commit)."""
         return self.root / PARTS
 
+    @property
+    def failures(self) -> Path:
+        """Where failing tasks report themselves at once (``on_error: fail``)."""
+        return self.root / PARTS / "failures"
+
     def metadata_part(self, name: str) -> Path:
         """The metadata part of one task."""
         return self.metadata_parts / f"{name}{PARQUET}"

@@ -17,7 +17,7 @@ from bigearthnet.dataset.layout import DatasetLayout
 from bigearthnet.errors import BuildFailedError, error_from_name
 from bigearthnet.sentinel2.products import ProductSource, discover_products
 from bigearthnet.spark.session import get_session
-from bigearthnet.spark.tasks import run_indexed_tasks
+from bigearthnet.spark.tasks import first_failure, run_indexed_tasks
 from bigearthnet.stages.finish import check_duplicate_patch_ids, finish_labeled, make_manifest
 from bigearthnet.stages.product import build_product
 from bigearthnet.stages.write import SUMMARY_FIELDS
@@ -31,7 +31,9 @@ def _run_tasks(spark, sources: list[ProductSource], staging: Path, cfg: BuildCon
         return build_product(task_id, ProductSource.from_json(payload[task_id]), Path(staging_str),
                              BuildConfig.model_validate_json(cfg_json))
 
-    return run_indexed_tasks(spark, len(sources), task, SUMMARY_FIELDS)
+    # on_error: fail ends the job at the first failure (the other tasks are cancelled).
+    failures = DatasetLayout(staging).failures if cfg.on_error == "fail" else None
+    return run_indexed_tasks(spark, len(sources), task, SUMMARY_FIELDS, failure_dir=failures)
 
 
 def run_build(cfg: BuildConfig) -> dict:
@@ -58,8 +60,7 @@ def run_build(cfg: BuildConfig) -> dict:
         t_tiling = time.perf_counter() - t1
         failed = [s for s in summaries if s["status"] != "ok"]
         if failed and cfg.on_error == "fail":
-            first = failed[0]
-            raise error_from_name(first["error_type"], first["error_message"])
+            raise first_failure(failed, len(sources), "products")
         ok = [s for s in summaries if s["status"] == "ok"]
         if not ok:
             raise BuildFailedError(

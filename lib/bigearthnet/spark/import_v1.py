@@ -15,9 +15,9 @@ from bigearthnet.config import ImportConfig
 from bigearthnet.dataset.io import check_output, staged_output, write_json
 from bigearthnet.dataset.layout import DatasetLayout
 from bigearthnet.dataset.schema import IMPORTED_PATCH_SCHEMA
-from bigearthnet.errors import EmptyInputError, InputNotFoundError, error_from_name
+from bigearthnet.errors import EmptyInputError, InputNotFoundError
 from bigearthnet.spark.session import get_session
-from bigearthnet.spark.tasks import run_indexed_tasks
+from bigearthnet.spark.tasks import first_failure, run_indexed_tasks
 from bigearthnet.stages.finish import FORMAT, finish_labeled, package_versions
 from bigearthnet.stages.v1_archive import import_chunk, list_patch_folders
 from bigearthnet.stages.write import SUMMARY_FIELDS
@@ -45,10 +45,11 @@ def run_import(cfg: ImportConfig) -> dict:
             return import_chunk(task_id, chunks[task_id], Path(staging_str),
                                 ImportConfig.model_validate_json(cfg_json))
 
-        summaries = run_indexed_tasks(spark, len(chunks), task, SUMMARY_FIELDS)
+        summaries = run_indexed_tasks(spark, len(chunks), task, SUMMARY_FIELDS,
+                                      failure_dir=DatasetLayout(staging).failures)
         failed = [s for s in summaries if s["status"] != "ok"]
         if failed:
-            raise error_from_name(failed[0]["error_type"], failed[0]["error_message"])
+            raise first_failure(failed, len(chunks), "chunks")
         manifest = {
             "format": FORMAT, "source": "bigearthnet-v1-import",
             "config": json.loads(cfg.model_dump_json()) | {"split": "official" if cfg.splits_dir else "random",
