@@ -70,3 +70,12 @@ def test_local_yaml_holds_the_defaults():
 def test_paper_yaml_is_a_train_config():
     cfg = resolve(TrainConfig, CONF / "paper.yaml", {"dataset": "d", "out": "o"})
     assert cfg.epochs == 100
+
+
+def test_every_command_says_what_an_interrupt_leaves():
+    from bigearthnet.cli import INTERRUPTED, build_parser
+
+    parser = build_parser()
+    commands = set(parser._subparsers._group_actions[0].choices)
+    assert set(INTERRUPTED) == commands
+    assert "--resume" in INTERRUPTED["train"] and "no dataset" in INTERRUPTED["build"]

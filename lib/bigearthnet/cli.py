@@ -109,6 +109,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+INTERRUPTED = {
+    "synth": "the world folder may be incomplete; run synth again",
+    "build": "no dataset was committed (the next build of this output removes the staging folder)",
+    "import-v1": "no dataset was committed (the next import of this output removes the staging folder)",
+    "train": "the run folder keeps the checkpoint of every finished epoch; continue with --resume",
+    "evaluate": "no evaluation was committed; the run's previous eval folder, if any, is unchanged",
+    "run": "finished steps stay in the work folder; run again to redo the rest",
+}
+"""What an interrupted command leaves behind, by command."""
+
+
 def _choices(model: type, key: str) -> list[str]:
     """The values of a config field declared as a ``Literal``."""
     return list(typing.get_args(model.model_fields[key].annotation))
@@ -200,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("interrupted; no output was committed", file=sys.stderr)
+        print(f"interrupted; {INTERRUPTED[args.command]}", file=sys.stderr)
         return 130
 
 

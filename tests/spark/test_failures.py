@@ -85,7 +85,8 @@ def test_killed_build_leaves_no_dataset_and_the_next_build_cleans_up(spark, big_
     try:
         _wait_for(lambda: bool(_task_files(out)), 240, proc)  # tasks are writing
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        # The driver node dies: the driver, its JVM, the executor's Python workers.
+        subprocess.run(["pkill", "-KILL", "-s", str(proc.pid)], check=False)
         proc.wait()
     assert not out.exists()
     left = dio.debris(out)

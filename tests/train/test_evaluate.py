@@ -146,3 +146,14 @@ def test_report_from_evaluated_run(evaluated, trained_run, tmp_path):
     for name in ("training_curves.png", "per_class_f1.png", "examples.png"):
         assert f"](s-cnn-rgb/{name})" in text
         assert (path.parent / "s-cnn-rgb" / name).read_bytes().startswith(PNG_MAGIC)
+    # The settings each model was trained with (tiny_config: 3 epochs, batch 4, lr 0.03).
+    cfg = json.loads((Path(trained_run["run_dir"]) / "config.json").read_text())
+    assert (cfg["epochs"], cfg["batch_size"], cfg["lr"]) == (3, 4, 0.03)
+    assert "| S-CNN-RGB | `random` | 3 | 4 | 0.03 | 0.9 |" in text
+
+
+def test_report_names_the_evaluate_command(trained_run, tmp_path):
+    run = tmp_path / "unevaluated"
+    shutil.copytree(trained_run["run_dir"], run, ignore=shutil.ignore_patterns("eval*"))
+    with pytest.raises(RunNotFoundError, match=f"bigearthnet evaluate --run {run} --split test"):
+        write_report(tmp_path / "W", {"s-cnn-rgb": run})

@@ -58,16 +58,8 @@ def output_lock(out: Path) -> Iterator[None]:
     """
     out.parent.mkdir(parents=True, exist_ok=True)
     path = lock_path(out)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _acquire(path, out)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
-            raise OutputLockedError(
-                f"another job is writing {out} right now ({holder}; lock {path}); wait for it "
-                "to finish or choose another output"
-            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
         for leftover in debris(out):
@@ -75,7 +67,30 @@ def output_lock(out: Path) -> Iterator[None]:
             shutil.rmtree(leftover, ignore_errors=True)
         yield
     finally:
+        path.unlink(missing_ok=True)  # while still locked: a waiter re-checks the inode
         os.close(fd)  # releases the lock
+
+
+def _acquire(path: Path, out: Path) -> int:
+    """Open and lock ``path``; retry when the file was unlinked by the previous holder."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise OutputLockedError(
+                f"another job is writing {out} right now ({holder}; lock {path}); wait for it "
+                "to finish or choose another output"
+            ) from None
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)  # we locked a file its holder had just removed: take the new one
 
 
 def check_output(out: Path, overwrite: bool) -> None:

@@ -112,6 +112,15 @@ class DatasetLayout:
         """Where failing tasks report themselves at once (``on_error: fail``)."""
         return self.root / PARTS / "failures"
 
+    def create_task_folders(self) -> None:
+        """Create the folders tasks write into (the driver does, before any task runs).
+
+        Tasks then create only leaf folders (``split=<split>``) and never parents: a task of a
+        dead build that outlives its driver cannot bring a removed staging folder back.
+        """
+        for folder in (self.patches, self.metadata_parts, self.failures):
+            folder.mkdir(parents=True, exist_ok=True)
+
     def metadata_part(self, name: str) -> Path:
         """The metadata part of one task."""
         return self.metadata_parts / f"{name}{PARQUET}"

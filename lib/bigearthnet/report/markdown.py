@@ -26,6 +26,7 @@ from typing import Any
 from bigearthnet.dataset.io import staged_output
 from bigearthnet.errors import ConfigError, RunNotFoundError
 from bigearthnet.train.registry import MODEL_NAMES, MODELS
+from bigearthnet.train.rundir import CONFIG_JSON
 
 __all__ = ["MODEL_ORDER", "PAPER_TABLE4", "write_report"]
 
@@ -49,12 +50,17 @@ def _read_metrics(model: str, run_dir: Path, split: str) -> dict[str, Any]:
     if not path.is_file():
         raise RunNotFoundError(
             f"{path} does not exist: evaluate the {model} run first "
-            f"(bigearthnet evaluate {run_dir} --split {split})"
+            f"(bigearthnet evaluate --run {run_dir} --split {split})"
         )
     doc = json.loads(path.read_text())
     if doc.get("model") not in (None, model):
         raise ConfigError(f"run {run_dir} trained {doc.get('model')}, but was given as {model}")
     return doc
+
+
+def _run_config(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / CONFIG_JSON
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _pct(x: float | None) -> str:
@@ -147,16 +153,25 @@ def _markdown(models: list[str], docs: dict[str, dict[str, Any]],
         "",
         "## Weights and checkpoints",
         "",
-        "| Model | weights | label set | threshold | checkpoint (epoch) | run folder |",
-        "|---|---|---|---:|---|---|",
+        ("| Model | weights | epochs | batch | learning rate | momentum | label set | threshold "
+         "| checkpoint (epoch) | run folder |"),
+        "|---|---|---:|---:|---:|---:|---|---:|---|---|",
     ]
     for m in models:
         d = docs[m]
+        c = _run_config(Path(runs[m]))
         lines.append(
-            f"| {DISPLAY[m]} | `{d.get('weights_source', '?')}` | {d.get('label_set', '?')} "
-            f"| {d.get('threshold', '?')} | {d.get('checkpoint', '?')} "
+            f"| {DISPLAY[m]} | `{d.get('weights_source', '?')}` | {c.get('epochs', '?')} "
+            f"| {c.get('batch_size', '?')} | {c.get('lr', '?')} | {c.get('momentum', '?')} "
+            f"| {d.get('label_set', '?')} | {d.get('threshold', '?')} | {d.get('checkpoint', '?')} "
             f"({d.get('checkpoint_epoch', '?')}) | `{runs[m]}` |"
         )
+    lines += [
+        "",
+        ("Epochs, batch (global) and learning rate are each run's own settings (`config.json` in "
+         "its folder). The paper trained 100 epochs and gives no batch size or learning rate; "
+         "`bigearthnet run` (the demo) trains far shorter on a small synthetic world."),
+    ]
     lines += [
         "",
         ("`random`: trained from scratch (S-CNN, as in the paper); `imagenet:<file>`: ImageNet "

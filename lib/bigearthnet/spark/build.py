@@ -8,6 +8,7 @@ the folder atomically.
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -54,6 +55,7 @@ def run_build(cfg: BuildConfig) -> dict:
     t_discover = time.perf_counter() - t0
 
     with staged_output(out, cfg.overwrite) as staging:
+        DatasetLayout(staging).create_task_folders()
         spark = get_session(cfg.spark, master=None)
         t1 = time.perf_counter()
         summaries = _run_tasks(spark, sources, staging, cfg) if sources else []
@@ -75,6 +77,7 @@ def run_build(cfg: BuildConfig) -> dict:
             finish_labeled(staging, ok, manifest)
             manifest["timings_s"]["merge_s"] = time.perf_counter() - t2
         layout = DatasetLayout(staging)
+        shutil.rmtree(layout.parts, ignore_errors=True)  # task parts, merged above
         write_json(layout.manifest, manifest)
         layout.build_config.write_text(cfg.model_dump_json(indent=2) + "\n")
     manifest["timings_s"]["total_s"] = time.perf_counter() - t0

@@ -8,6 +8,7 @@ then the driver merges the parts exactly like ``build``.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -38,6 +39,7 @@ def run_import(cfg: ImportConfig) -> dict:
         raise EmptyInputError(f"no BigEarthNet v1 patch folder (e.g. S2A_MSIL2A_20170613T101031_87_48/) in {archive}")
     chunks = [folders[i:i + cfg.patches_per_task] for i in range(0, len(folders), cfg.patches_per_task)]
     with staged_output(out, cfg.overwrite) as staging:
+        DatasetLayout(staging).create_task_folders()
         spark = get_session(cfg.spark)
         cfg_json, staging_str = cfg.model_dump_json(), str(staging)
 
@@ -63,6 +65,7 @@ def run_import(cfg: ImportConfig) -> dict:
         }
         finish_labeled(staging, summaries, manifest, schema=IMPORTED_PATCH_SCHEMA)
         layout = DatasetLayout(staging)
+        shutil.rmtree(layout.parts, ignore_errors=True)  # task parts, merged above
         write_json(layout.manifest, manifest)
         layout.import_config.write_text(cfg.model_dump_json(indent=2) + "\n")
     return manifest

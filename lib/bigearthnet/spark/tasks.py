@@ -69,8 +69,10 @@ def run_indexed_tasks(spark: Any, n: int, task: Callable[[int], dict],
 
 
 def _report(folder: Path, task_id: int, row: dict) -> None:
-    """A failed task writes its row as ``<task_id>.json``; a good one an empty ``<id>.ok``."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """A failed task writes its row as ``<task_id>.json``; a good one an empty ``<id>.ok``.
+
+    The folder is created by the driver; a task never creates it (nor its parents).
+    """
     if row.get("status") == "ok":
         (folder / f"{task_id}.ok").write_text("")
         return

@@ -78,7 +78,7 @@ class SplitWriters:
             return
         if split not in self.writers:
             final = self.layout.patch_file(split, self.name)
-            final.parent.mkdir(parents=True, exist_ok=True)
+            final.parent.mkdir(exist_ok=True)  # never parents: see create_task_folders
             path = final.with_name(final.name + IN_PROGRESS)
             self.paths[split] = path
             self.writers[split] = self.stack.enter_context(parquet_writer(
@@ -167,7 +167,6 @@ def metadata_rows(cols: dict[str, pa.Array], keep: np.ndarray, split: np.ndarray
 def write_metadata_part(layout: DatasetLayout, name: str, tables: list[pa.Table]) -> Path:
     """Write one task's metadata rows to ``_parts/metadata/<name>.parquet``."""
     path = layout.metadata_part(name)
-    path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.concat_tables(tables) if tables else METADATA_SCHEMA.empty_table()
     pq.write_table(table, path)
     return path
