@@ -40,7 +40,8 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
     overrides = {"products": args.products, "clc": args.clc, "out": args.out,
                  "on_error": args.on_error, "overwrite": True if args.overwrite else None,
-                 "label_rule": args.label_rule, "split": args.split,
+                 "label_rule": args.label_rule, "label_engine": args.label_engine,
+                 "split": args.split,
                  "exclude_lists": args.exclude_lists, "official_splits": args.splits_dir}
     if args.master:
         overrides["spark"] = {"master": args.master}
@@ -153,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     p.add_argument("--label-rule", choices=_choices(BuildConfig, "label_rule"),
                    help="v1 (paper, default) or reben")
+    p.add_argument("--label-engine", choices=_choices(BuildConfig, "label_engine"),
+                   help="sedonadb (embedded, default) or sedona-spark (Apache Sedona on Spark)")
     p.add_argument("--split", choices=_choices(BuildConfig, "split"), help="default random 60/20/20")
     p.add_argument("--splits-dir", help="folder with the official train/val/test CSVs (--split official)")
     p.add_argument("--exclude-lists", nargs="+", metavar="CSV",

@@ -57,6 +57,11 @@ class BuildConfig(StrictModel):
         "v1", description="v1: CLC classes with intersection area > min_area_m2 (paper, 43 classes); "
         "reben: rasterized at 10 m, pixel-centre rule, 19 classes"
     )
+    label_engine: Literal["sedonadb", "sedona-spark"] = Field(
+        "sedonadb", description="sedonadb: the embedded SedonaDB join inside each pixel task "
+        "(the default: faster on one machine); sedona-spark: one Apache Sedona plan over all "
+        "tiles before the pixel tasks (needs the Sedona jars)"
+    )
     min_area_m2: float = Field(0.0, ge=0.0, description="v1 rule: minimum intersection area")
     max_unlabeled_fraction: float = Field(
         REBEN_MAX_UNLABELED_FRACTION, ge=0.0, le=1.0, description="reben rule: drop a patch at this unlabeled fraction or more"

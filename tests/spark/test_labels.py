@@ -1,5 +1,7 @@
 """Labels, screening, splits and dataset metadata of a labeled build, against independent oracles.
 
+The label oracle tests run under both label engines (``sedonadb`` and ``sedona-spark``).
+
 The oracles use geopandas/shapely overlay (v1 rule) and ``rasterio.features.rasterize``
 (reBEN rule) on the whole synthetic CLC layer reprojected with geopandas; the pipeline uses a
 bbox read, SedonaDB SQL (reprojection and join) and its own rasterization per strip.
@@ -92,16 +94,17 @@ def oracle_reben(table, clc, world: Path) -> dict[str, tuple[set[str], float, np
     return out
 
 
-@pytest.fixture(scope="module")
-def built_v1(world, tmp_path_factory):
+@pytest.fixture(scope="module", params=["sedonadb", "sedona-spark"])
+def built_v1(world, tmp_path_factory, request):
     out = tmp_path_factory.mktemp("v1") / "ds"
-    return out, build(world, out, quality=NO_DROPS)
+    return out, build(world, out, quality=NO_DROPS, label_engine=request.param)
 
 
-@pytest.fixture(scope="module")
-def built_reben(world, tmp_path_factory):
+@pytest.fixture(scope="module", params=["sedonadb", "sedona-spark"])
+def built_reben(world, tmp_path_factory, request):
     out = tmp_path_factory.mktemp("reben") / "ds"
-    return out, build(world, out, label_rule="reben", quality=NO_DROPS, max_unlabeled_fraction=1.0)
+    return out, build(world, out, label_rule="reben", quality=NO_DROPS, max_unlabeled_fraction=1.0,
+                      label_engine=request.param)
 
 
 def test_v1_labels_agree_with_overlay_oracle(built_v1, clc):

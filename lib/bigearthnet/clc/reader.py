@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import shapely
+from pyproj import CRS, Transformer
 
 from bigearthnet.clc.nomenclature import KNOWN_CODES
 from bigearthnet.errors import ClcReadError, ClcSchemaError, InputNotFoundError, UnknownClcCodeError
@@ -177,8 +178,6 @@ def read_clc_bbox(
         ClcSchemaError: the layer lacks ``code_column``, a geometry column or a CRS.
         UnknownClcCodeError: a code is null, non-numeric or not a CLC 2018 code.
     """
-    from pyproj import CRS, Transformer
-
     path_str = os.fspath(path)
     if not Path(path_str).exists():
         raise InputNotFoundError(
@@ -207,10 +206,7 @@ def read_clc_bbox(
     src_crs = CRS.from_user_input(info["crs"])
     dst_crs = CRS.from_user_input(crs)
 
-    to_src = Transformer.from_crs(dst_crs, src_crs, always_xy=True)
-    bbox_src = to_src.transform_bounds(
-        minx - margin_m, miny - margin_m, maxx + margin_m, maxy + margin_m, densify_pts=densify_pts
-    )
+    bbox_src = query_bbox(bounds, dst_crs, src_crs, margin_m=margin_m, densify_pts=densify_pts)
     try:
         meta, table = pyogrio.read_arrow(
             path_str, layer=layer, columns=[code_column], bbox=tuple(bbox_src)
@@ -218,9 +214,45 @@ def read_clc_bbox(
     except (DataSourceError, DataLayerError, OSError) as exc:
         raise ClcReadError(f"{path_str}: cannot read CLC polygons: {exc}") from exc
 
-    n_read = table.num_rows
     codes = _parse_codes(table[code_column], path_str, code_column)
     wkb = _geometry_column(table, meta, path_str)
+    return prepare_clc(codes, wkb, src_crs, dst_crs, (minx, miny, maxx, maxy), path_str)
+
+
+def query_bbox(bounds: tuple[float, float, float, float], crs: CrsLike, layer_crs: CrsLike, *,
+               margin_m: float = 100.0, densify_pts: int = 21) -> tuple[float, float, float, float]:
+    """The box, in the CLC layer's CRS, that is asked for the polygons around ``bounds``.
+
+    ``bounds`` (in ``crs``) plus ``margin_m``, transformed with densified edges so curved
+    transformed edges cannot miss polygons. Both engines read exactly these polygons.
+    """
+    minx, miny, maxx, maxy = (float(v) for v in bounds)
+    to_src = Transformer.from_crs(CRS.from_user_input(crs), CRS.from_user_input(layer_crs),
+                                  always_xy=True)
+    return tuple(to_src.transform_bounds(minx - margin_m, miny - margin_m, maxx + margin_m,
+                                         maxy + margin_m, densify_pts=densify_pts))
+
+
+def prepare_clc(codes: np.ndarray, wkb: pa.Array, src_crs: CrsLike, dst_crs: CrsLike,
+                bounds: tuple[float, float, float, float],
+                path_str: str = "CLC") -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """Repair, reproject and filter the polygons read for one tile (the part of
+    :func:`read_clc_bbox` after the read; the Sedona-Spark engine runs it per tile too).
+
+    Args:
+        codes: parsed CLC codes, one per polygon, in file order.
+        wkb: the polygons as WKB in ``src_crs``.
+        src_crs: the layer CRS.
+        dst_crs: the tile CRS.
+        bounds: the tile bounds in ``dst_crs``.
+        path_str: named in errors.
+
+    Returns:
+        ``(codes, geoms, stats)`` as :func:`read_clc_bbox`.
+    """
+    src_crs, dst_crs = CRS.from_user_input(src_crs), CRS.from_user_input(dst_crs)
+    minx, miny, maxx, maxy = (float(v) for v in bounds)
+    n_read = len(wkb)
     try:
         original = shapely.from_wkb(wkb.to_numpy(zero_copy_only=False))
     except shapely.errors.GEOSException as exc:

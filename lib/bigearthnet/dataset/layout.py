@@ -112,6 +112,10 @@ class DatasetLayout:
         """Where failing tasks report themselves at once (``on_error: fail``)."""
         return self.root / PARTS / "failures"
 
+    def label_parts(self, kind: str) -> Path:
+        """Labels computed before the pixel tasks (``clc`` polygons, ``areas``), by task."""
+        return self.root / PARTS / "labels" / kind
+
     def create_task_folders(self) -> None:
         """Create the folders tasks write into (the driver does, before any task runs).
 

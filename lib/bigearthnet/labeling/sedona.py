@@ -17,6 +17,7 @@ Facts this module relies on (sedonadb 0.5.0, checked by the tests):
 
 from __future__ import annotations
 
+import math
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
@@ -270,24 +271,49 @@ def code_areas(
         return AREA_SCHEMA.empty_table()
 
     fp = pa.table({"patch_index": pa.array(pidx.astype(np.int32)), "geom": _geoarrow_wkb(fp_wkb)})
-    clc = pa.table({"code": pa.array(code_arr.astype(np.uint16)), "geom": _geoarrow_wkb(poly_wkb)})
+    clc = pa.table({"polygon": pa.array(np.arange(len(poly_wkb), dtype=np.int64)),
+                    "code": pa.array(code_arr.astype(np.uint16)), "geom": _geoarrow_wkb(poly_wkb)})
     ctx = sedona_context()
     with registered_views(ctx, fp=fp, clc=clc) as v:
         sql = f"""
-            SELECT patch_index, code, area_m2 FROM (
-                SELECT f.patch_index AS patch_index, c.code AS code,
-                       SUM(ST_Area(ST_Intersection(f.geom, c.geom))) AS area_m2
-                FROM {v["fp"]} AS f JOIN {v["clc"]} AS c ON ST_Intersects(f.geom, c.geom)
-                GROUP BY f.patch_index, c.code
-            ) AS a WHERE area_m2 > 0
+            SELECT f.patch_index AS patch_index, c.polygon AS polygon, c.code AS code,
+                   ST_Area(ST_Intersection(f.geom, c.geom)) AS area_m2
+            FROM {v["fp"]} AS f JOIN {v["clc"]} AS c ON ST_Intersects(f.geom, c.geom)
         """
-        result = ctx.sql(sql).to_arrow_table()
-    result = result.sort_by([("patch_index", "ascending"), ("code", "ascending")])
+        pieces = ctx.sql(sql).to_arrow_table()
+    return sum_code_areas(pieces)
+
+
+def sum_code_areas(pieces: pa.Table) -> pa.Table:
+    """Sum per-(patch, polygon) intersection areas into per-(patch, code) areas, in a fixed order.
+
+    The join engines return one area per (patch, polygon) pair in no particular order (SedonaDB
+    and Spark are multi-threaded); summing them here, ordered by ``(patch_index, code,
+    polygon)``, makes the float64 sums independent of the engine's scheduling.
+
+    Args:
+        pieces: ``patch_index``, ``polygon`` (the polygon's position in the tile's CLC window),
+            ``code`` and ``area_m2`` columns.
+
+    Returns:
+        :data:`AREA_SCHEMA` rows with a positive area, sorted by ``(patch_index, code)``.
+    """
+    if pieces.num_rows == 0:
+        return AREA_SCHEMA.empty_table()
+    pidx = pieces["patch_index"].to_numpy().astype(np.int64)
+    poly = pieces["polygon"].to_numpy().astype(np.int64)
+    code = pieces["code"].to_numpy().astype(np.int64)
+    area = pieces["area_m2"].to_numpy().astype(np.float64)
+    order = np.lexsort((poly, code, pidx))
+    pidx, code, area = pidx[order], code[order], area[order]
+    start = np.flatnonzero(np.r_[True, (pidx[1:] != pidx[:-1]) | (code[1:] != code[:-1])])
+    sums = np.array([math.fsum(area[a:b]) for a, b in zip(start, np.r_[start[1:], len(area)])])
+    keep = sums > 0
     return pa.table(
         [
-            result["patch_index"].cast(pa.int32()).combine_chunks(),
-            result["code"].cast(pa.uint16()).combine_chunks(),
-            result["area_m2"].cast(pa.float64()).combine_chunks(),
+            pa.array(pidx[start][keep].astype(np.int32)),
+            pa.array(code[start][keep].astype(np.uint16)),
+            pa.array(sums[keep]),
         ],
         schema=AREA_SCHEMA,
     )

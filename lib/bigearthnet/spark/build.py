@@ -15,22 +15,47 @@ from pathlib import Path
 from bigearthnet.config import BuildConfig
 from bigearthnet.dataset.io import check_output, staged_output, write_json
 from bigearthnet.dataset.layout import DatasetLayout
-from bigearthnet.errors import BuildFailedError, error_from_name
+from bigearthnet.errors import BigEarthNetError, BuildFailedError, error_from_name
 from bigearthnet.sentinel2.products import ProductSource, discover_products
+from bigearthnet.spark.sedona_labels import read_tile_labels, sedona_spark_labels
 from bigearthnet.spark.session import get_session
 from bigearthnet.spark.tasks import first_failure, run_indexed_tasks
 from bigearthnet.stages.finish import check_duplicate_patch_ids, finish_labeled, make_manifest
+from bigearthnet.stages.plan import TilePlan, plan_product
 from bigearthnet.stages.product import build_product
-from bigearthnet.stages.write import SUMMARY_FIELDS
+from bigearthnet.stages.write import SUMMARY_FIELDS, new_summary
 
 
-def _run_tasks(spark, sources: list[ProductSource], staging: Path, cfg: BuildConfig) -> list[dict]:
+def _plan_all(sources: list[ProductSource]) -> tuple[dict[int, TilePlan], dict[int, dict]]:
+    """The plan stage of every product, on the driver (file metadata only, no pixel)."""
+    plans, failed = {}, {}
+    for task_id, source in enumerate(sources):
+        try:
+            plans[task_id] = plan_product(source)
+        except BigEarthNetError as exc:
+            row = new_summary(task_id, source.product_id)
+            row.update(status="failed", error_type=type(exc).__name__, error_message=str(exc),
+                       cpu_s=0.0, wall_s=0.0, peak_rss_mb=0.0)
+            failed[task_id] = row
+    return plans, failed
+
+
+def _run_tasks(spark, sources: list[ProductSource], staging: Path, cfg: BuildConfig,
+               label_stats: dict[int, dict] | None = None,
+               failed: dict[int, dict] | None = None) -> list[dict]:
     payload = [s.to_json() for s in sources]
     cfg_json, staging_str = cfg.model_dump_json(), str(staging)
+    failed = failed or {}
 
     def task(task_id: int) -> dict:
+        if task_id in failed:  # failed in the plan stage, on the driver
+            return failed[task_id]
+        labels = None
+        if label_stats is not None:  # the sedona-spark engine ran before the pixel tasks
+            def labels(stats: dict = label_stats[task_id]):
+                return read_tile_labels(Path(staging_str), task_id, stats)
         return build_product(task_id, ProductSource.from_json(payload[task_id]), Path(staging_str),
-                             BuildConfig.model_validate_json(cfg_json))
+                             BuildConfig.model_validate_json(cfg_json), labels)
 
     # on_error: fail ends the job at the first failure (the other tasks are cancelled).
     failures = DatasetLayout(staging).failures if cfg.on_error == "fail" else None
@@ -54,11 +79,21 @@ def run_build(cfg: BuildConfig) -> dict:
     check_duplicate_patch_ids(sources)
     t_discover = time.perf_counter() - t0
 
+    engine_first = cfg.clc is not None and cfg.label_engine == "sedona-spark"
     with staged_output(out, cfg.overwrite) as staging:
         DatasetLayout(staging).create_task_folders()
-        spark = get_session(cfg.spark, master=None)
+        spark = get_session(cfg.spark, master=None, require_sedona=engine_first)
+        label_stats, plan_failed, t_labels = None, {}, 0.0
+        if engine_first and sources:
+            t1 = time.perf_counter()
+            plans, plan_failed = _plan_all(sources)
+            if plan_failed and cfg.on_error == "fail":
+                raise first_failure(list(plan_failed.values()), len(sources), "products")
+            label_stats = sedona_spark_labels(spark, plans, cfg, staging) if plans else {}
+            t_labels = time.perf_counter() - t1
         t1 = time.perf_counter()
-        summaries = _run_tasks(spark, sources, staging, cfg) if sources else []
+        summaries = (_run_tasks(spark, sources, staging, cfg, label_stats, plan_failed)
+                     if sources else [])
         t_tiling = time.perf_counter() - t1
         failed = [s for s in summaries if s["status"] != "ok"]
         if failed and cfg.on_error == "fail":
@@ -70,8 +105,10 @@ def run_build(cfg: BuildConfig) -> dict:
                 + "; ".join(f"{f.path}: {f.message}" for f in discovery_failures)
                 + "; ".join(f"{s['product_id']}: {s['error_message']}" for s in failed)
             )
-        manifest = make_manifest(cfg, ok, failed, discovery_failures,
-                                 {"discover_s": t_discover, "tasks_wall_s": t_tiling})
+        timings = {"discover_s": t_discover, "tasks_wall_s": t_tiling}
+        if engine_first:
+            timings["labels_plan_wall_s"] = t_labels
+        manifest = make_manifest(cfg, ok, failed, discovery_failures, timings)
         if cfg.clc is not None:
             t2 = time.perf_counter()
             finish_labeled(staging, ok, manifest)

@@ -2,6 +2,13 @@
 
 Sets ``PYSPARK_PYTHON`` to this interpreter wherever Spark starts, so executors import the same
 environment (otherwise workers pick the system python: «No module named pyarrow»).
+
+Every session it starts carries Apache Sedona (the pinned jars, the SQL extensions and Kryo with
+Sedona's registrator, :func:`bigearthnet.spark.sedona.sedona_spark_conf`) when the jars are
+installed (``make setup``); without them it starts plain Spark with a warning, and only the
+``sedona-spark`` label engine fails, with :class:`~bigearthnet.spark.sedona.SedonaJarsMissingError`.
+Jars cannot be added to a running JVM, so a session that lacks them is restarted when Sedona
+is required.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ import os
 import sys
 
 from bigearthnet.config import SparkConfig
+from bigearthnet.spark.sedona import SQL_EXTENSIONS, SedonaJarsMissingError, sedona_spark_conf
 
 log = logging.getLogger(__name__)
 
@@ -23,11 +31,27 @@ def python_env() -> dict[str, str]:
     }
 
 
-def get_session(cfg: SparkConfig | None = None, master: str | None = None):
+def has_sedona(spark) -> bool:
+    """The session was started with Sedona's SQL extensions."""
+    return SQL_EXTENSIONS in (spark.conf.get("spark.sql.extensions", "") or "")
+
+
+def get_session(cfg: SparkConfig | None = None, master: str | None = None,
+                require_sedona: bool = False):
     """Return the active SparkSession, or start one.
 
     Precedence of the master URL: ``master`` argument, then a master already set by
     ``spark-submit`` / Databricks, then ``cfg.master``.
+
+    Args:
+        cfg: Spark settings.
+        master: an explicit master URL (restarts an active session on another master).
+        require_sedona: the caller runs Sedona-Spark SQL: a session without Sedona is an error
+            when it was not started here (spark-submit, Databricks), restarted otherwise.
+
+    Raises:
+        SedonaJarsMissingError: ``require_sedona`` and the jars are not installed, or the
+            session came from outside without them.
     """
     os.environ.update(python_env())
     from pyspark.sql import SparkSession
@@ -38,10 +62,21 @@ def get_session(cfg: SparkConfig | None = None, master: str | None = None):
     if active is not None:
         current = active.sparkContext.master
         if wanted is None or wanted == current:
-            return active
-        # An explicit, different master: the user asked for it, so restart on it.
-        log.warning("stopping the active Spark session on %s to start one on %s", current, wanted)
-        active.stop()
+            if not require_sedona or has_sedona(active):
+                return active
+            if "PYSPARK_GATEWAY_PORT" in os.environ and not _started_here(active):
+                raise SedonaJarsMissingError(
+                    "the Spark session was started without Apache Sedona; start it with "
+                    "spark-submit --jars <the Sedona jars> --conf spark.sql.extensions="
+                    f"{SQL_EXTENSIONS} (see README, Sedona on a cluster)"
+                )
+            log.warning("restarting the Spark session to load the Sedona jars")
+            active.stop()
+        else:
+            # An explicit, different master: the user asked for it, so restart on it.
+            log.warning("stopping the active Spark session on %s to start one on %s", current,
+                        wanted)
+            active.stop()
     # Under spark-submit the JVM is up before Python starts and holds the submitted master.
     launched_by_submit = "PYSPARK_GATEWAY_PORT" in os.environ
     builder = SparkSession.builder.appName(cfg.app_name)
@@ -62,9 +97,24 @@ def get_session(cfg: SparkConfig | None = None, master: str | None = None):
     }
     if cfg.executor_memory:
         conf["spark.executor.memory"] = cfg.executor_memory
+    try:
+        conf.update(sedona_spark_conf())
+    except SedonaJarsMissingError:
+        if require_sedona:
+            raise
+        log.warning("Apache Sedona jars are not installed (make setup); starting Spark without "
+                    "Sedona: the sedona-spark label engine is unavailable")
     conf.update(cfg.extra_conf)
     for key, value in conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
+    _STARTED_HERE.add(id(spark.sparkContext))
     return spark
+
+
+_STARTED_HERE: set[int] = set()
+
+
+def _started_here(spark) -> bool:
+    return id(spark.sparkContext) in _STARTED_HERE

@@ -102,6 +102,7 @@ def make_manifest(cfg: BuildConfig, ok: list[dict], failed: list[dict],
     ]
     return {
         "format": FORMAT,
+        "label_engine": cfg.label_engine if cfg.clc is not None else None,
         "schema": PATCH_SCHEMA.to_json(),
         "config": json.loads(cfg.model_dump_json()),
         "versions": package_versions(),

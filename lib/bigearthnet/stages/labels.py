@@ -51,6 +51,10 @@ from bigearthnet.labeling.raster import reference_maps
 from bigearthnet.stages.plan import TilePlan
 
 MAX_UNLABELED_FRACTION = REBEN_MAX_UNLABELED_FRACTION
+
+FRACTION_RESIDUE = 1e-9
+"""v1 rule: an unlabeled share within this of 0 or 1 is taken as exactly 0 or 1 (1e-9 of a patch
+is 1.4e-3 m², far below any CLC polygon; float64 area sums leave ~1e-16)."""
 """reBEN: a patch is dropped when ``unlabeled_fraction >= 0.25``."""
 
 # Dense code axis used internally: 0 (no CLC), the 44 Level-3 codes, 999.
@@ -196,6 +200,10 @@ def labels_v1(
     fractions = total / patch_area_m2
     labeled = (fractions * (present & _AXIS_HAS_19[None, :])).sum(axis=1)
     unlabeled = np.clip(1.0 - labeled, 0.0, 1.0)
+    # Float64 residue of summing areas (~1e-16) is not a real share of the patch: snap it, so
+    # the result does not depend on the summation order of the join engine.
+    unlabeled[unlabeled < FRACTION_RESIDUE] = 0.0
+    unlabeled[unlabeled > 1.0 - FRACTION_RESIDUE] = 1.0
     if max_unlabeled_fraction is None:
         drop = np.zeros(n_patches, dtype=bool)
     else:

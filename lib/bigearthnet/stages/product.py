@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,13 @@ from bigearthnet.errors import BigEarthNetError
 from bigearthnet.sentinel2.naming import ProductName, parse_product_name
 from bigearthnet.sentinel2.products import ProductSource
 from bigearthnet.sentinel2.reader import OpenProduct
-from bigearthnet.stages.labels import TileLabels, no_43_labels, read_tile_clc, rule_columns
+from bigearthnet.stages.labels import (
+    TileClc,
+    TileLabels,
+    no_43_labels,
+    read_tile_clc,
+    rule_columns,
+)
 from bigearthnet.stages.pixels import pixel_columns, strip_patches
 from bigearthnet.stages.plan import TilePlan, id_columns, plan_from_product
 from bigearthnet.stages.screen import ExclusionLists, screen_columns, screen_patches
@@ -56,10 +63,15 @@ def tile_country(cfg: BuildConfig, name: ProductName) -> str | None:
 class _LabeledStrips:
     """The label, screen and split stages of one tile, applied strip by strip."""
 
-    def __init__(self, cfg: BuildConfig, plan: TilePlan, areas: pa.Table | None):
+    def __init__(self, cfg: BuildConfig, plan: TilePlan,
+                 given: tuple[TileClc, pa.Table] | None):
         t0 = time.perf_counter()
         self.cfg, self.plan = cfg, plan
-        self.clc = read_tile_clc(cfg.clc, plan)
+        areas = None
+        if given is None:
+            self.clc = read_tile_clc(cfg.clc, plan)
+        else:
+            self.clc, areas = given
         self.read_s = time.perf_counter() - t0
         self.labels = TileLabels(plan, self.clc, cfg, areas)
         self.exclusions = ExclusionLists.load(cfg.exclude_lists)
@@ -96,7 +108,7 @@ class _LabeledStrips:
 
 
 def build_product(task_id: int, source: ProductSource, staging: Path, cfg: BuildConfig,
-                  areas: pa.Table | None = None) -> dict:
+                  labels: Callable[[], tuple[TileClc, pa.Table]] | None = None) -> dict:
     """Tile (and label) one product into the staging folder; return its summary row.
 
     Args:
@@ -104,8 +116,9 @@ def build_product(task_id: int, source: ProductSource, staging: Path, cfg: Build
         source: the product's layers.
         staging: the staging dataset folder.
         cfg: the build config.
-        areas: per (patch, code) areas of this tile from an engine that ran outside the task;
-            ``None`` runs the in-task engine.
+        labels: loads this tile's CLC polygons and per (patch, code) areas computed by an
+            engine that ran before the task (``sedona-spark``); ``None``: the task reads its
+            CLC window and runs the in-task engine (``sedonadb``).
     """
     wall0, cpu0 = time.perf_counter(), time.process_time()
     summary = new_summary(task_id, source.product_id)
@@ -123,7 +136,7 @@ def build_product(task_id: int, source: ProductSource, staging: Path, cfg: Build
         with rasterio.Env(**env), OpenProduct(source) as product:
             plan = plan_from_product(product, name)
             summary.update(n_cols=plan.grid.n_cols, n_rows=plan.grid.n_rows, epsg=plan.epsg)
-            stages = _LabeledStrips(cfg, plan, areas) if labeled else None
+            stages = _LabeledStrips(cfg, plan, labels() if labels else None) if labeled else None
             patches = None
             for strip in product.strips(cfg.strip_rows):
                 # The previous strip is fully written (Parquet copies into its pages): reuse.
