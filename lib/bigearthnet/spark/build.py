@@ -25,6 +25,11 @@ from bigearthnet.stages.plan import TilePlan, plan_product
 from bigearthnet.stages.product import build_product
 from bigearthnet.stages.write import SUMMARY_FIELDS, new_summary
 
+PLAN_ENGINES = {"sedona-spark": sedona_spark_labels}
+"""Label engines that run before the pixel tasks, over all tiles at once, by config name. Each
+writes its tiles' polygons and areas into the staging folder (see
+:mod:`bigearthnet.spark.sedona_labels`) and returns the tiles' CLC read statistics."""
+
 
 def _plan_all(sources: list[ProductSource]) -> tuple[dict[int, TilePlan], dict[int, dict]]:
     """The plan stage of every product, on the driver (file metadata only, no pixel)."""
@@ -79,7 +84,7 @@ def run_build(cfg: BuildConfig) -> dict:
     check_duplicate_patch_ids(sources)
     t_discover = time.perf_counter() - t0
 
-    engine_first = cfg.clc is not None and cfg.label_engine == "sedona-spark"
+    engine_first = cfg.clc is not None and cfg.label_engine in PLAN_ENGINES
     with staged_output(out, cfg.overwrite) as staging:
         DatasetLayout(staging).create_task_folders()
         spark = get_session(cfg.spark, master=None, require_sedona=engine_first)
@@ -89,7 +94,8 @@ def run_build(cfg: BuildConfig) -> dict:
             plans, plan_failed = _plan_all(sources)
             if plan_failed and cfg.on_error == "fail":
                 raise first_failure(list(plan_failed.values()), len(sources), "products")
-            label_stats = sedona_spark_labels(spark, plans, cfg, staging) if plans else {}
+            engine = PLAN_ENGINES[cfg.label_engine]
+            label_stats = engine(spark, plans, cfg, staging) if plans else {}
             t_labels = time.perf_counter() - t1
         t1 = time.perf_counter()
         summaries = (_run_tasks(spark, sources, staging, cfg, label_stats, plan_failed)

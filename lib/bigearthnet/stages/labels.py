@@ -46,7 +46,7 @@ from bigearthnet.clc.nomenclature import (
 from bigearthnet.config import BuildConfig
 from bigearthnet.constants import PATCH_AREA_M2, PATCH_SIZE_M, REBEN_MAX_UNLABELED_FRACTION
 from bigearthnet.dataset.schema import LABEL_SCHEMA
-from bigearthnet.errors import LabelingInputError, UnknownClcCodeError
+from bigearthnet.errors import ConfigError, LabelingInputError, UnknownClcCodeError
 from bigearthnet.labeling.raster import reference_maps
 from bigearthnet.stages.plan import TilePlan
 
@@ -339,7 +339,8 @@ class SedonaDBEngine:
 
 
 ENGINES: dict[str, type] = {SedonaDBEngine.name: SedonaDBEngine}
-"""Label engines that run inside the task, by config name."""
+"""Label engines that run inside the pixel task, by config name (``label_engine``). Engines that
+run before the tasks, over all tiles, are in ``bigearthnet.spark.build.PLAN_ENGINES``."""
 
 
 @dataclass(frozen=True)
@@ -393,7 +394,15 @@ class TileLabels:
         self.rule = RULES[cfg.label_rule]
         self.areas = None
         if self.rule.needs_areas:
-            self.areas = areas if areas is not None else SedonaDBEngine().code_areas(plan, clc)
+            if areas is None:
+                engine = ENGINES.get(cfg.label_engine)
+                if engine is None:
+                    raise ConfigError(
+                        f"label engine {cfg.label_engine!r} runs before the pixel tasks, but no "
+                        f"areas were handed to the task of {plan.product_id}"
+                    )
+                areas = engine().code_areas(plan, clc)
+            self.areas = areas
             self.area_index = np.asarray(self.areas["patch_index"])
         self.seconds = time.perf_counter() - t0
 
