@@ -94,12 +94,16 @@ def sedona_spark_labels(spark: Any, plans: dict[int, TilePlan], cfg: BuildConfig
     from pyspark.sql import functions as F
 
     layout = DatasetLayout(staging)
-    clc = clc_dataframe(spark, cfg.clc, as_read=True).df
-    tiles = []
+    tiles, boxes = [], []
     for task_id, plan in sorted(plans.items()):
         minx, miny, maxx, maxy = plan.extent
         qbox = query_bbox(plan.extent, f"EPSG:{plan.epsg}", f"EPSG:{CLC_EPSG}")
+        boxes.append(qbox)
         tiles.append((task_id, plan.epsg, minx, miny, maxx, maxy, _box_wkt(qbox)))
+    # 1. CLC as a DataFrame, filtered to the products' extent (the union of the query boxes).
+    extent = (min(b[0] for b in boxes), min(b[1] for b in boxes),
+              max(b[2] for b in boxes), max(b[3] for b in boxes))
+    clc = clc_dataframe(spark, cfg.clc, extent, as_read=True).df
     tiles_df = spark.createDataFrame(
         tiles, "task_id long, epsg int, minx double, miny double, maxx double, maxy double, "
                "qbox string").selectExpr("*", "ST_GeomFromWKT(qbox) AS qgeom").drop("qbox")
