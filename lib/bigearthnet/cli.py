@@ -98,6 +98,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from bigearthnet.report.markdown import report_from_runs
+
+    path = report_from_runs(args.workdir, args.runs, split=args.split)
+    print(f"report written to {path}")
+    return 0
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from bigearthnet.config import resolve
     from bigearthnet.pipeline import RunConfig, run
@@ -116,6 +124,7 @@ INTERRUPTED = {
     "import-v1": "no dataset was committed (the next import of this output removes the staging folder)",
     "train": "the run folder keeps the checkpoint of every finished epoch; continue with --resume",
     "evaluate": "no evaluation was committed; the run's previous eval folder, if any, is unchanged",
+    "report": "no report was committed; the previous one, if any, is unchanged",
     "run": "finished steps stay in the work folder; run again to redo the rest",
 }
 """What an interrupted command leaves behind, by command."""
@@ -191,6 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True)
     p.add_argument("--split", default="test", choices=["train", "validation", "test"])
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("report", help="the Table-4 report of evaluated runs; writes W/report/")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="evaluated run folders (one per model)")
+    p.add_argument("--workdir", required=True, help="the report goes to WORKDIR/report")
+    p.add_argument("--split", default="test", choices=["train", "validation", "test"])
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("run", help="the main job: synth, build, train the 3 models, evaluate, report")
     p.add_argument("--workdir", help="work folder (default: demo)")

@@ -157,3 +157,12 @@ def test_report_names_the_evaluate_command(trained_run, tmp_path):
     shutil.copytree(trained_run["run_dir"], run, ignore=shutil.ignore_patterns("eval*"))
     with pytest.raises(RunNotFoundError, match=f"bigearthnet evaluate --run {run} --split test"):
         write_report(tmp_path / "W", {"s-cnn-rgb": run})
+
+
+def test_report_command_from_run_folders(evaluated, trained_run, tmp_path):
+    from bigearthnet.cli import main
+
+    assert main(["report", str(trained_run["run_dir"]), "--workdir", str(tmp_path / "W")]) == 0
+    text = (tmp_path / "W" / "report" / "report.md").read_text()
+    assert "| S-CNN-RGB |" in text
+    assert main(["report", str(tmp_path), "--workdir", str(tmp_path / "W2")]) == 2  # not a run

@@ -116,6 +116,10 @@ class DatasetLayout:
         """Labels computed before the pixel tasks (``clc`` polygons, ``areas``), by task."""
         return self.root / PARTS / "labels" / kind
 
+    def stray_files(self) -> list[Path]:
+        """Files of task attempts that never finished (``*.inprogress-*``), e.g. lost executors."""
+        return sorted(self.root.rglob(f"*{IN_PROGRESS}*"))
+
     def create_task_folders(self) -> None:
         """Create the folders tasks write into (the driver does, before any task runs).
 

@@ -58,6 +58,26 @@ def _read_metrics(model: str, run_dir: Path, split: str) -> dict[str, Any]:
     return doc
 
 
+def report_from_runs(workdir: str | os.PathLike[str], run_dirs: list[str | os.PathLike[str]],
+                     split: str = "test") -> Path:
+    """:func:`write_report` for run folders, each naming its model in its ``config.json``.
+
+    Raises:
+        RunNotFoundError: a folder is not a training run.
+        ConfigError: two runs of the same model.
+    """
+    runs: dict[str, Path] = {}
+    for run_dir in run_dirs:
+        path = Path(run_dir)
+        model = _run_config(path).get("model")
+        if model is None:
+            raise RunNotFoundError(f"{path} is not a training run folder (no {CONFIG_JSON})")
+        if model in runs:
+            raise ConfigError(f"two runs of {model}: {runs[model]} and {path}; pass one per model")
+        runs[model] = path
+    return write_report(workdir, runs, split=split)
+
+
 def _run_config(run_dir: Path) -> dict[str, Any]:
     path = run_dir / CONFIG_JSON
     return json.loads(path.read_text()) if path.is_file() else {}

@@ -19,7 +19,7 @@ from bigearthnet.errors import BigEarthNetError, BuildFailedError, error_from_na
 from bigearthnet.sentinel2.products import ProductSource, discover_products
 from bigearthnet.spark.sedona_labels import read_tile_labels, sedona_spark_labels
 from bigearthnet.spark.session import get_session
-from bigearthnet.spark.tasks import first_failure, run_indexed_tasks
+from bigearthnet.spark.tasks import TaskRun, first_failure, run_indexed_tasks
 from bigearthnet.stages.finish import check_duplicate_patch_ids, finish_labeled, make_manifest
 from bigearthnet.stages.plan import TilePlan, plan_product
 from bigearthnet.stages.product import build_product
@@ -47,7 +47,7 @@ def _plan_all(sources: list[ProductSource]) -> tuple[dict[int, TilePlan], dict[i
 
 def _run_tasks(spark, sources: list[ProductSource], staging: Path, cfg: BuildConfig,
                label_stats: dict[int, dict] | None = None,
-               failed: dict[int, dict] | None = None) -> list[dict]:
+               failed: dict[int, dict] | None = None) -> TaskRun:
     payload = [s.to_json() for s in sources]
     cfg_json, staging_str = cfg.model_dump_json(), str(staging)
     failed = failed or {}
@@ -98,8 +98,9 @@ def run_build(cfg: BuildConfig) -> dict:
             label_stats = engine(spark, plans, cfg, staging) if plans else {}
             t_labels = time.perf_counter() - t1
         t1 = time.perf_counter()
-        summaries = (_run_tasks(spark, sources, staging, cfg, label_stats, plan_failed)
-                     if sources else [])
+        run = (_run_tasks(spark, sources, staging, cfg, label_stats, plan_failed)
+               if sources else TaskRun())
+        summaries = run.rows
         t_tiling = time.perf_counter() - t1
         failed = [s for s in summaries if s["status"] != "ok"]
         if failed and cfg.on_error == "fail":
@@ -115,12 +116,15 @@ def run_build(cfg: BuildConfig) -> dict:
         if engine_first:
             timings["labels_plan_wall_s"] = t_labels
         manifest = make_manifest(cfg, ok, failed, discovery_failures, timings)
+        manifest["counts"]["task_attempts_retried"] = run.failed_attempts
         if cfg.clc is not None:
             t2 = time.perf_counter()
             finish_labeled(staging, ok, manifest)
             manifest["timings_s"]["merge_s"] = time.perf_counter() - t2
         layout = DatasetLayout(staging)
         shutil.rmtree(layout.parts, ignore_errors=True)  # task parts, merged above
+        for stray in layout.stray_files():  # attempts lost with their executor
+            stray.unlink(missing_ok=True)
         write_json(layout.manifest, manifest)
         layout.build_config.write_text(cfg.model_dump_json(indent=2) + "\n")
     manifest["timings_s"]["total_s"] = time.perf_counter() - t0

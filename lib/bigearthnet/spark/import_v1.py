@@ -47,8 +47,9 @@ def run_import(cfg: ImportConfig) -> dict:
             return import_chunk(task_id, chunks[task_id], Path(staging_str),
                                 ImportConfig.model_validate_json(cfg_json))
 
-        summaries = run_indexed_tasks(spark, len(chunks), task, SUMMARY_FIELDS,
-                                      failure_dir=DatasetLayout(staging).failures)
+        run = run_indexed_tasks(spark, len(chunks), task, SUMMARY_FIELDS,
+                                failure_dir=DatasetLayout(staging).failures)
+        summaries = run.rows
         failed = [s for s in summaries if s["status"] != "ok"]
         if failed:
             raise first_failure(failed, len(chunks), "chunks")
@@ -59,13 +60,15 @@ def run_import(cfg: ImportConfig) -> dict:
             "versions": package_versions(),
             "counts": {"products": 0, "products_failed": 0, "patches_cut": len(folders),
                        "patches_with_nodata": sum(s["n_nodata"] for s in summaries),
-                       "v1_name_collisions": 0},
+                       "v1_name_collisions": 0, "task_attempts_retried": run.failed_attempts},
             "products": [], "failures": [],
             "timings_s": {"list_s": time.perf_counter() - t0},
         }
         finish_labeled(staging, summaries, manifest, schema=IMPORTED_PATCH_SCHEMA)
         layout = DatasetLayout(staging)
         shutil.rmtree(layout.parts, ignore_errors=True)  # task parts, merged above
+        for stray in layout.stray_files():  # attempts lost with their executor
+            stray.unlink(missing_ok=True)
         write_json(layout.manifest, manifest)
         layout.import_config.write_text(cfg.model_dump_json(indent=2) + "\n")
     return manifest

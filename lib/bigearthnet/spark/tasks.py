@@ -11,6 +11,7 @@ import json
 import os
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +24,27 @@ _ARROW = {"long": pa.int64(), "string": pa.string(), "int": pa.int32(), "double"
           "binary": pa.binary()}
 
 
-class TasksCancelledError(Exception):
-    """Internal: the job group was cancelled after a task reported a failure."""
+@dataclass
+class TaskRun:
+    """What :func:`run_indexed_tasks` returns.
+
+    Attributes:
+        rows: the summary rows, sorted by task index (after a cancellation: the failed rows,
+            with ``cancelled_tasks``).
+        failed_attempts: task attempts Spark ran again (an executor lost, a task killed): each
+            retried attempt wrote nothing that stays, since tasks commit their files by rename
+            under deterministic names.
+        cancelled: the job was cancelled at a reported failure.
+    """
+
+    rows: list[dict] = field(default_factory=list)
+    failed_attempts: int = 0
+    cancelled: bool = False
 
 
 def run_indexed_tasks(spark: Any, n: int, task: Callable[[int], dict],
                       fields: tuple[tuple[str, str], ...],
-                      failure_dir: str | Path | None = None) -> list[dict]:
+                      failure_dir: str | Path | None = None) -> TaskRun:
     """Run ``task(i)`` for i in 0..n-1, one Spark task each; return the rows sorted by index.
 
     Args:
@@ -45,11 +60,10 @@ def run_indexed_tasks(spark: Any, n: int, task: Callable[[int], dict],
             driver and executors (it lives in the staging folder).
 
     Returns:
-        The rows, or, after a cancellation, the failed rows found in ``failure_dir`` (with
-        ``cancelled_tasks``: the tasks that neither succeeded nor failed before the cancel).
+        A :class:`TaskRun`.
     """
     if n == 0:
-        return []
+        return TaskRun()
     schema = pa.schema([(name, _ARROW[kind]) for name, kind in fields])
     ddl = ", ".join(f"{name} {kind}" for name, kind in fields)
     signal = None if failure_dir is None else str(failure_dir)
@@ -63,9 +77,7 @@ def run_indexed_tasks(spark: Any, n: int, task: Callable[[int], dict],
                 yield pa.RecordBatch.from_pylist([row], schema=schema)
 
     frame = spark.range(0, n, 1, numPartitions=n).mapInArrow(run_partition, ddl)
-    if signal is None:
-        return sorted((r.asDict() for r in frame.collect()), key=lambda r: r["task_id"])
-    return _collect_or_cancel(spark, frame, Path(signal), n)
+    return _collect(spark, frame, None if signal is None else Path(signal), n)
 
 
 def _report(folder: Path, task_id: int, row: dict) -> None:
@@ -82,7 +94,8 @@ def _report(folder: Path, task_id: int, row: dict) -> None:
     os.replace(tmp, folder / f"{task_id}.json")
 
 
-def _collect_or_cancel(spark: Any, frame: Any, folder: Path, n: int) -> list[dict]:
+def _collect(spark: Any, frame: Any, folder: Path | None, n: int) -> TaskRun:
+    """Collect the job in a thread under its own job group; cancel it at a reported failure."""
     sc = spark.sparkContext
     group = f"bigearthnet-{uuid.uuid4().hex[:12]}"
     box: dict[str, Any] = {}
@@ -99,19 +112,34 @@ def _collect_or_cancel(spark: Any, frame: Any, folder: Path, n: int) -> list[dic
     cancelled = False
     while thread.is_alive():
         thread.join(timeout=0.2)
-        if thread.is_alive() and any(folder.glob("*.json")):
+        if folder is not None and thread.is_alive() and any(folder.glob("*.json")):
             sc.cancelJobGroup(group)
             cancelled = True
             thread.join()
+    attempts = _failed_attempts(sc, group)
     if not cancelled and "error" in box:
         raise box["error"]
     if not cancelled:
-        return sorted((r.asDict() for r in box["rows"]), key=lambda r: r["task_id"])
+        rows = sorted((r.asDict() for r in box["rows"]), key=lambda r: r["task_id"])
+        return TaskRun(rows, attempts)
     failed = sorted((json.loads(p.read_text()) for p in folder.glob("*.json")),
                     key=lambda r: r["task_id"])
     ok = len(list(folder.glob("*.ok")))
     for row in failed:
         row["cancelled_tasks"] = max(n - ok - len(failed), 0)
+    return TaskRun(failed, attempts, cancelled=True)
+
+
+def _failed_attempts(sc: Any, group: str) -> int:
+    """Failed task attempts of the job group's stages (Spark's status tracker)."""
+    tracker = sc.statusTracker()
+    failed = 0
+    for job_id in tracker.getJobIdsForGroup(group):
+        job = tracker.getJobInfo(job_id)
+        for stage_id in (job.stageIds if job else []):
+            stage = tracker.getStageInfo(stage_id)
+            if stage is not None:
+                failed += int(stage.numFailedTasks)
     return failed
 
 

@@ -3,7 +3,10 @@
 Each task writes its own files into the staging folder (``patches/split=<split>/<name>.parquet``,
 one row group per call, and ``_parts/metadata/<name>.parquet``) and returns one small summary
 row; the driver merges the parts (:mod:`bigearthnet.stages.finish`). Files are written under an
-``.inprogress`` name and renamed when complete, so a killed task leaves nothing that looks done.
+``.inprogress-<attempt>`` name unique to the attempt and renamed when complete, so a killed task
+leaves nothing that looks done, and a retried task never shares a file with an attempt that is
+still running (the executor's Python worker can outlive a lost executor for a while); both
+write the same bytes, so whichever rename comes last changes nothing.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import uuid
 from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
@@ -69,6 +73,7 @@ class SplitWriters:
         self.layout, self.name, self.schema = layout, name, schema
         self.compression, self.tensor_compression = compression, tensor_compression
         self.stack = ExitStack()
+        self.attempt = uuid.uuid4().hex[:12]
         self.paths: dict[str | None, Path] = {}
         self.writers: dict[str | None, pq.ParquetWriter] = {}
 
@@ -79,7 +84,7 @@ class SplitWriters:
         if split not in self.writers:
             final = self.layout.patch_file(split, self.name)
             final.parent.mkdir(exist_ok=True)  # never parents: see create_task_folders
-            path = final.with_name(final.name + IN_PROGRESS)
+            path = final.with_name(f"{final.name}{IN_PROGRESS}-{self.attempt}")
             self.paths[split] = path
             self.writers[split] = self.stack.enter_context(parquet_writer(
                 path, self.schema, self.compression, self.tensor_compression))
@@ -111,7 +116,7 @@ class SplitWriters:
         self.stack.close()
         done = []
         for _, path in sorted(self.paths.items(), key=lambda kv: str(kv[0])):
-            final = path.with_name(path.name.removesuffix(IN_PROGRESS))
+            final = path.with_name(path.name.split(IN_PROGRESS)[0])
             os.replace(path, final)
             done.append(final)
         return done
@@ -168,7 +173,9 @@ def write_metadata_part(layout: DatasetLayout, name: str, tables: list[pa.Table]
     """Write one task's metadata rows to ``_parts/metadata/<name>.parquet``."""
     path = layout.metadata_part(name)
     table = pa.concat_tables(tables) if tables else METADATA_SCHEMA.empty_table()
-    pq.write_table(table, path)
+    tmp = path.with_name(f"{path.name}{IN_PROGRESS}-{uuid.uuid4().hex[:12]}")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
     return path
 
 
