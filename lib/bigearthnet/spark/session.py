@@ -7,8 +7,9 @@ Every session it starts carries Apache Sedona (the pinned jars, the SQL extensio
 Sedona's registrator, :func:`bigearthnet.spark.sedona.sedona_spark_conf`) when the jars are
 installed (``make setup``); without them it starts plain Spark with a warning, and only the
 ``sedona-spark`` label engine fails, with :class:`~bigearthnet.spark.sedona.SedonaJarsMissingError`.
-Jars cannot be added to a running JVM, so a session that lacks them is restarted when Sedona
-is required.
+pyspark launches the JVM with these settings, so the jars are on its class path. Under
+spark-submit the JVM exists before Python runs: the jars and settings must come with the
+submission (README), and a session without them is an error only where Sedona is required.
 """
 
 from __future__ import annotations
@@ -58,18 +59,17 @@ def get_session(cfg: SparkConfig | None = None, master: str | None = None,
 
     cfg = cfg or SparkConfig()
     wanted = master or cfg.master
+    # Under spark-submit the JVM is up before Python starts and holds the submitted master and
+    # class path: Sedona must come with the submission (--jars and --conf, see README).
+    launched_by_submit = "PYSPARK_GATEWAY_PORT" in os.environ
     active = SparkSession.getActiveSession()
     if active is not None:
         current = active.sparkContext.master
         if wanted is None or wanted == current:
             if not require_sedona or has_sedona(active):
                 return active
-            if "PYSPARK_GATEWAY_PORT" in os.environ and not _started_here(active):
-                raise SedonaJarsMissingError(
-                    "the Spark session was started without Apache Sedona; start it with "
-                    "spark-submit --jars <the Sedona jars> --conf spark.sql.extensions="
-                    f"{SQL_EXTENSIONS} (see README, Sedona on a cluster)"
-                )
+            if launched_by_submit:
+                raise SedonaJarsMissingError(_SUBMIT_HINT)
             log.warning("restarting the Spark session to load the Sedona jars")
             active.stop()
         else:
@@ -77,8 +77,6 @@ def get_session(cfg: SparkConfig | None = None, master: str | None = None,
             log.warning("stopping the active Spark session on %s to start one on %s", current,
                         wanted)
             active.stop()
-    # Under spark-submit the JVM is up before Python starts and holds the submitted master.
-    launched_by_submit = "PYSPARK_GATEWAY_PORT" in os.environ
     builder = SparkSession.builder.appName(cfg.app_name)
     chosen = master or cfg.master or (None if launched_by_submit else "local[*]")
     if chosen:
@@ -97,24 +95,28 @@ def get_session(cfg: SparkConfig | None = None, master: str | None = None,
     }
     if cfg.executor_memory:
         conf["spark.executor.memory"] = cfg.executor_memory
-    try:
-        conf.update(sedona_spark_conf())
-    except SedonaJarsMissingError:
-        if require_sedona:
-            raise
-        log.warning("Apache Sedona jars are not installed (make setup); starting Spark without "
-                    "Sedona: the sedona-spark label engine is unavailable")
+    if not launched_by_submit:  # pyspark launches the JVM with these (class path included)
+        try:
+            conf.update(sedona_spark_conf())
+        except SedonaJarsMissingError:
+            if require_sedona:
+                raise
+            log.warning("Apache Sedona jars are not installed (make setup); starting Spark "
+                        "without Sedona: the sedona-spark label engine is unavailable")
     conf.update(cfg.extra_conf)
     for key, value in conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
-    _STARTED_HERE.add(id(spark.sparkContext))
+    if require_sedona and not has_sedona(spark):
+        raise SedonaJarsMissingError(_SUBMIT_HINT)
     return spark
 
 
-_STARTED_HERE: set[int] = set()
-
-
-def _started_here(spark) -> bool:
-    return id(spark.sparkContext) in _STARTED_HERE
+_SUBMIT_HINT = (
+    "the Spark session was started without Apache Sedona; submit with --jars <the Sedona jars> "
+    f"--conf spark.sql.extensions={SQL_EXTENSIONS} --conf spark.serializer="
+    "org.apache.spark.serializer.KryoSerializer --conf spark.kryo.registrator="
+    "org.apache.sedona.core.serde.SedonaKryoRegistrator (scripts/fetch_sedona_jars.sh "
+    "--print-jars prints the jar list; see README, Running on a cluster)"
+)
