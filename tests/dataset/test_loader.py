@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
+import os
 import shutil
+import subprocess
+import sys
+import threading
+import time
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
@@ -72,12 +78,14 @@ def test_shards_partition_the_split(many, monkeypatch, world: int, workers: int,
 
 
 @pytest.mark.parametrize(("world", "workers"), list(itertools.product([1, 2, 3], [1, 2])))
-def test_shards_partition_with_real_dataloader_workers(many, world: int, workers: int) -> None:
+@pytest.mark.parametrize("worker_type", ["thread", "process"])
+def test_shards_partition_with_real_dataloader_workers(many, world: int, workers: int,
+                                                       worker_type: str) -> None:
     seen: list[str] = []
     for rank in range(world):
         loader = make_loader(many.root, "train", batch_size=5, num_workers=workers,
                              columns=("patch_id", "multi_hot_43"), rank=rank, world_size=world,
-                             equalize="none", buffer_size=8)
+                             equalize="none", buffer_size=8, worker_type=worker_type)
         loader.dataset.set_epoch(2)
         n_batches = 0
         for batch in loader:
@@ -211,7 +219,7 @@ def test_buffer_shuffle_depends_on_seed_and_epoch(fake_dataset_factory) -> None:
 def test_persistent_workers_follow_set_epoch(many) -> None:
     """The epoch reaches persistent workers: their epochs equal fresh loaders' epochs."""
     kwargs = {"batch_size": 4, "num_workers": 2, "columns": ("patch_id",), "buffer_size": 6, "seed": 9}
-    persistent = make_loader(many.root, "train", **kwargs)
+    persistent = make_loader(many.root, "train", worker_type="process", **kwargs)
     assert persistent.persistent_workers
     got = []
     for epoch in (0, 1, 0):
@@ -219,11 +227,18 @@ def test_persistent_workers_follow_set_epoch(many) -> None:
         got.append([b["patch_id"] for b in persistent])
     fresh = []
     for epoch in (0, 1):
-        loader = make_loader(many.root, "train", persistent_workers=False, **kwargs)
+        loader = make_loader(many.root, "train", persistent_workers=False, worker_type="process",
+                             **kwargs)
         loader.dataset.set_epoch(epoch)
         fresh.append([b["patch_id"] for b in loader])
     assert got == [fresh[0], fresh[1], fresh[0]]
     assert fresh[0] != fresh[1]
+    threads = make_loader(many.root, "train", worker_type="thread", **kwargs)  # the same epochs
+    assert threads.worker_type == "thread" and threads.workers == 2 and threads.num_workers == 0
+    assert make_loader(many.root, "train", **kwargs).worker_type == "process"  # the default
+    for epoch in (0, 1):
+        threads.dataset.set_epoch(epoch)
+        assert [b["patch_id"] for b in threads] == fresh[epoch]
 
 
 def test_shuffle_buffer_mixes_row_groups(many) -> None:
@@ -287,6 +302,445 @@ def test_tensors_equal_parquet_bytes(fake_dataset) -> None:
                 np.testing.assert_array_equal(batch[name][i].numpy(), expected, err_msg=f"{pid} {name}")
             n += 1
     assert n == len(truth) == len(fake_dataset.ids["validation"])
+
+
+# --------------------------------------------------------------------------------------------
+# num_workers as reader threads (default) or worker processes with recycled shared-memory slots
+
+TENSORS = ("bands_10m", "bands_60m", "multi_hot_43", "scl")  # bands_10m: read directly if plain
+
+
+@pytest.fixture(scope="module")
+def truth(many) -> dict[str, dict[str, np.ndarray]]:
+    """patch_id -> column -> the tensor as stored in the Parquet files of ``many``."""
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for split in many.files:
+        for f in many.files[split]:
+            for row in pq.read_table(f, columns=["patch_id", *TENSORS]).to_pylist():
+                out[row["patch_id"]] = {
+                    c: np.frombuffer(row[c], dtype=np.dtype(LABELED_PATCH_SCHEMA[c].dtype)).reshape(
+                        LABELED_PATCH_SCHEMA[c].shape) for c in TENSORS}
+    return out
+
+
+def _rewrite_split(src: Path, dest: Path, split: str = "train", **writer) -> Path:
+    """A copy of dataset ``src`` whose ``split`` files are rewritten, row group by row group."""
+    shutil.copytree(src, dest)
+    for f in (dest / "patches" / f"split={split}").glob("*.parquet"):
+        pf = pq.ParquetFile(f)
+        tables = [pf.read_row_group(i) for i in range(pf.num_row_groups)]
+        with pq.ParquetWriter(f, pf.schema_arrow, **writer) as w:
+            for t in tables:
+                w.write_table(t, row_group_size=t.num_rows)
+    return dest
+
+
+@pytest.fixture(scope="module", params=["pyarrow", "direct"])
+def source(request, many, tmp_path_factory) -> Path:
+    """``many`` as written (zstd: every column goes through read_row_group), or rewritten in
+    the build's layout (plain, uncompressed tensors: the large ones are read directly)."""
+    if request.param == "pyarrow":
+        return many.root
+    return _rewrite_split(many.root, tmp_path_factory.mktemp("plain") / "dataset",
+                          compression="none", use_dictionary=False)
+
+
+def _assert_true_rows(batch, truth) -> None:
+    for i, pid in enumerate(batch["patch_id"]):
+        for c in TENSORS:
+            np.testing.assert_array_equal(batch[c][i].numpy(), truth[pid][c], err_msg=f"{pid} {c}")
+
+
+def _epoch_batches(loader, epoch: int) -> list[dict]:
+    """Every batch of an epoch, copied (so recycled memory cannot change them afterwards)."""
+    loader.dataset.set_epoch(epoch)
+    return [{k: v.clone() if isinstance(v, torch.Tensor) else list(v) for k, v in b.items()}
+            for b in loader]
+
+
+def _assert_same_batches(a: list[dict], b: list[dict]) -> None:
+    assert [x["patch_id"] for x in a] == [y["patch_id"] for y in b]
+    for x, y in zip(a, b):
+        assert x.keys() == y.keys()
+        for k in TENSORS:
+            assert torch.equal(x[k], y[k]), k
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+@pytest.mark.parametrize(("rank", "world"), [(0, 1), (1, 2)])
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_threads_yield_the_batches_of_worker_processes(source, workers, rank, world, shuffle) -> None:
+    """Reader threads give DataLoader's batches, in DataLoader's order (round robin over the
+    worker shards that still have batches), whatever the worker count and rank."""
+    kwargs = {"batch_size": 4, "columns": ("patch_id", *TENSORS), "buffer_size": 9, "seed": 4,
+              "shuffle": shuffle, "rank": rank, "world_size": world}
+    threads = make_loader(source, "train", num_workers=workers, worker_type="thread", **kwargs)
+    processes = make_loader(source, "train", num_workers=workers, worker_type="process", **kwargs)
+    for epoch in (0, 1):
+        got = _epoch_batches(threads, epoch)
+        _assert_same_batches(got, _epoch_batches(processes, epoch))
+        assert len(got) == len(threads) == threads.dataset.num_batches(workers, epoch)
+        # the reference: DataLoader's order over the shards, built by hand
+        shards = [list(threads.dataset.iter_shard(w, workers, epoch)) for w in range(workers)]
+        expected = [b for rnd in itertools.zip_longest(*shards) for b in rnd if b is not None]
+        _assert_same_batches(got, expected)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+@pytest.mark.parametrize("worker_type", ["thread", "process"])
+def test_workers_read_the_rows_of_num_workers_0(source, many, truth, workers, worker_type) -> None:
+    """Every epoch: the same rows as num_workers=0, each once, with their stored bytes."""
+    kwargs = {"batch_size": 3, "columns": ("patch_id", *TENSORS), "buffer_size": 7, "seed": 8}
+    single = make_loader(source, "train", num_workers=0, **kwargs)
+    multi = make_loader(source, "train", num_workers=workers, worker_type=worker_type, **kwargs)
+    for epoch in (0, 3):
+        ids0 = [i for b in _epoch_batches(single, epoch) for i in b["patch_id"]]
+        batches = _epoch_batches(multi, epoch)
+        ids = [i for b in batches for i in b["patch_id"]]
+        assert len(ids) == len(set(ids)), "a row was read twice"
+        assert sorted(ids) == sorted(ids0) == sorted(many.ids["train"])
+        for b in batches:
+            _assert_true_rows(b, truth)
+
+
+@pytest.mark.parametrize(("world", "workers"), [(2, 1), (2, 2), (3, 2)])
+@pytest.mark.parametrize("equalize", ["none", "drop", "pad"])
+@pytest.mark.parametrize("worker_type", ["thread", "process"])
+def test_workers_keep_the_ddp_shard_guarantees(source, many, world, workers, equalize,
+                                                worker_type) -> None:
+    """Across ranks: none reads every row once; drop reads none twice and gives every rank the
+    same number of batches; pad reads every row and gives every rank the same number."""
+    per_rank, seen = [], []
+    for rank in range(world):
+        loader = make_loader(source, "train", batch_size=3, num_workers=workers,
+                             columns=("patch_id", "bands_10m"), rank=rank, world_size=world,
+                             equalize=equalize, seed=5, worker_type=worker_type)
+        batches = _epoch_batches(loader, 1)
+        assert len(batches) == len(loader)
+        per_rank.append(len(batches))
+        seen.extend(i for b in batches for i in b["patch_id"])
+    everything = sorted(many.ids["train"])
+    if equalize == "none":
+        assert sorted(seen) == everything
+    if equalize == "drop":
+        assert len(seen) == len(set(seen)) and set(seen) <= set(everything)
+    if equalize == "pad":
+        assert set(seen) == set(everything)
+    if equalize != "none":
+        assert len(set(per_rank)) == 1, per_rank
+
+
+def test_reader_thread_errors_reach_the_consumer(tmp_path, many) -> None:
+    root = tmp_path / "copy"
+    shutil.copytree(many.root, root)
+    loader = make_loader(root, "train", batch_size=4, num_workers=2, worker_type="thread",
+                         columns=("patch_id", "bands_60m"))
+    victim = min((root / "patches" / "split=train").glob("*.parquet"))
+    victim.write_bytes(victim.read_bytes()[:200])  # truncated after the footers were read
+    with pytest.raises(Exception) as info:  # whatever pyarrow raises, unchanged
+        for _ in loader:
+            pass
+    assert not isinstance(info.value, StopIteration)
+    _wait_for_no_reader_threads()
+
+
+def _wait_for_no_reader_threads(timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while any(t.name.startswith("patch-reader") for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "reader threads still running"
+        time.sleep(0.02)
+
+
+def test_abandoned_thread_iterator_stops_its_readers(many) -> None:
+    loader = make_loader(many.root, "train", batch_size=2, num_workers=3, prefetch_factor=1,
+                         worker_type="thread", columns=("patch_id", "bands_60m"))
+    it = iter(loader)
+    next(it)
+    assert any(t.name.startswith("patch-reader") for t in threading.enumerate())
+    del it
+    gc.collect()
+    _wait_for_no_reader_threads()
+    for _ in loader:  # the loader still works
+        pass
+
+
+EXIT_CHILD = """
+import sys
+from bigearthnet.dataset.loader import make_loader
+loader = make_loader(sys.argv[1], "train", batch_size=2, num_workers=3, prefetch_factor=1,
+                     worker_type="thread", columns=("patch_id", "bands_10m", "bands_60m"))
+for epoch in range(2):
+    loader.dataset.set_epoch(epoch)
+    for batch in loader:
+        pass
+it = iter(loader)
+next(it)  # exit with an iteration left midway: its readers are still at work
+"""
+
+
+def test_interpreter_exit_with_reader_threads_alive(many) -> None:
+    """Exiting while reader threads are alive (an abandoned epoch, or readers freeing their
+    last tensors) must not abort: a daemon thread killed inside C++ code calls terminate."""
+    for _ in range(4):
+        proc = subprocess.run([sys.executable, "-c", EXIT_CHILD, str(many.root)],
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def _slot_loader(root, **kwargs):
+    return make_loader(root, "train", batch_size=4, num_workers=2, worker_type="process",
+                       columns=("patch_id", *TENSORS), buffer_size=9, seed=6, **kwargs)
+
+
+def test_worker_slots_are_recycled(source, truth) -> None:
+    """A consumer that drops each batch gets every batch from a recycled slot: no new
+    shared-memory segment, at most prefetch_factor * workers + 3 storages per worker."""
+    loader = _slot_loader(source)
+    storages, n_batches = set(), 0
+    for epoch in (0, 1, 2):
+        loader.dataset.set_epoch(epoch)
+        for batch in loader:
+            _assert_true_rows(batch, truth)
+            storages.add(batch["bands_60m"].untyped_storage().data_ptr())
+            n_batches += 1
+    table = loader._slot_table
+    assert table.fresh == 0 and table.handed_out == n_batches
+    assert len(storages) <= 2 * (2 * 2 + 3)
+
+
+def test_worker_slots_never_overwrite_a_held_batch(source, truth) -> None:
+    """Batches (or views of them) the consumer still holds keep their rows while the workers
+    go on: their slots are not reused; the workers write into new segments meanwhile."""
+    loader = _slot_loader(source)
+    for epoch in (0, 1):
+        held = _hold_all(loader, epoch)
+        for batch in held:
+            _assert_true_rows(batch, truth)
+    assert loader._slot_table.fresh > 0  # the ring ran out while everything was held
+    # views only: a slice of each batch, and a numpy view of another column
+    loader.dataset.set_epoch(2)
+    views = [(b["patch_id"][:2], b["bands_60m"][:2], b["scl"].numpy()[:2]) for b in loader]
+    for ids, b60, scl in views:
+        for i, pid in enumerate(ids):
+            np.testing.assert_array_equal(b60[i].numpy(), truth[pid]["bands_60m"])
+            np.testing.assert_array_equal(scl[i], truth[pid]["scl"])
+
+
+def _hold_all(loader, epoch: int) -> list[dict]:
+    loader.dataset.set_epoch(epoch)
+    return list(loader)
+
+
+def test_worker_slots_survive_epochs_left_early(source, many, truth) -> None:
+    """Leaving epochs early (max_steps_per_epoch) does not leak slots: the next epochs still
+    recycle them, and read the right rows."""
+    loader = _slot_loader(source)
+    for epoch in range(6):
+        loader.dataset.set_epoch(epoch)
+        for k, batch in enumerate(loader):
+            _assert_true_rows(batch, truth)
+            if k == 2:
+                break
+    table = loader._slot_table
+    fresh = table.fresh
+    loader.dataset.set_epoch(7)
+    ids = []
+    for batch in loader:
+        _assert_true_rows(batch, truth)
+        ids.extend(batch["patch_id"])
+    assert sorted(ids) == sorted(many.ids["train"])
+    assert table.fresh == fresh == 0
+
+
+def _ring(workers: int = 1, slots: int = 3):
+    table = L._SlotTable(workers, slots)
+    layout = {"bands_60m": ((4, 2, 20, 20), np.dtype("<u2")), "multi_hot_43": ((4, 43), np.dtype("u1"))}
+    return table, L._SlotRing(table, 0, layout)
+
+
+def _fill(ring, k: int, value: int) -> L._SlotBatch:
+    """The worker writes a batch into a slot; what the main process receives is another
+    mapping of the slot: here, tensors on a storage of their own (the ring holds the worker's)."""
+    slot, tensors = ring.acquire(k)
+    storage = torch.UntypedStorage(sum(t.nbytes for t in tensors.values()))
+    received, offset = {}, 0
+    for name, t in tensors.items():
+        t.fill_(value)
+        view = torch.empty(0, dtype=t.dtype).set_(storage, offset // t.element_size(), t.shape)
+        view.copy_(t)
+        received[name], offset = view, offset + t.nbytes
+    return L._SlotBatch(ring.table.token, 0, slot, {**received, "patch_id": [str(value)] * k})
+
+
+def test_slot_states_follow_the_protocol() -> None:
+    """FREE -> BUSY (worker writes) -> HANDED (consumer holds) -> FREE (nothing holds it);
+    a full ring gives no slot (the worker then makes a new segment)."""
+    table, ring = _ring()
+    table.start_iteration()
+    ring.new_iteration()
+    a, b, c = (_fill(ring, 4, v) for v in (1, 2, 3))
+    assert list(table.state[0]) == [L._BUSY] * 3 and ring.acquire(4) is None
+    held = table.hand_out(a)
+    assert table.state[0, a.slot] == L._HANDED
+    view = held["bands_60m"][1:2]  # a view keeps the slot, even without the batch
+    del held, a
+    table.release()
+    assert table.state[0, 0] == L._HANDED
+    del view
+    table.release()
+    assert table.state[0, 0] == L._FREE
+    d = _fill(ring, 2, 4)  # partial batch, in the freed slot
+    assert d.slot == 0 and d.batch["bands_60m"].shape == (2, 2, 20, 20)
+    assert bool((table.hand_out(b)["bands_60m"] == 2).all())  # untouched by the later writes
+    del b, c, d
+
+
+def test_slots_left_busy_by_an_abandoned_epoch_are_reclaimed() -> None:
+    """BUSY slots of an earlier iteration (drained by DataLoader, never handed out) are
+    freed when the next iteration starts; HANDED ones and the new iteration's are kept."""
+    table, ring = _ring(slots=4)
+    table.start_iteration()
+    ring.new_iteration()
+    kept = table.hand_out(_fill(ring, 4, 1))
+    drained = [_fill(ring, 4, v) for v in (2, 3)]
+    table.start_iteration()
+    ring.new_iteration()
+    fresh = _fill(ring, 4, 9)
+    table.reclaim()
+    assert table.state[0, 0] == L._HANDED and table.state[0, fresh.slot] == L._BUSY
+    assert [table.state[0, d.slot] for d in drained] == [L._FREE, L._FREE]
+    assert bool((kept["bands_60m"] == 1).all())
+
+
+def test_pinned_copy_frees_the_slot(monkeypatch) -> None:
+    """DataLoader's pin-memory thread copies a slot batch and frees the slot at once."""
+    table, ring = _ring()
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self, device=None: self.clone())
+    item = _fill(ring, 3, 7)
+    out = item.pin_memory()
+    assert table.state[0, item.slot] == L._FREE and item.batch == {}
+    assert out["patch_id"] == ["7"] * 3 and bool((out["bands_60m"] == 7).all())
+    assert out["bands_60m"].untyped_storage().data_ptr() != table.storages[(0, item.slot)].data_ptr()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="pinned memory needs CUDA")
+@pytest.mark.parametrize(("workers", "worker_type"), [(0, "thread"), (2, "thread"), (2, "process")])
+def test_pin_memory_batches_are_pinned_and_right(many, truth, workers, worker_type) -> None:
+    loader = make_loader(many.root, "train", batch_size=4, num_workers=workers,
+                         worker_type=worker_type, columns=("patch_id", *TENSORS), pin_memory=True)
+    held = list(loader)
+    assert sum(len(b["patch_id"]) for b in held) == len(many.ids["train"])
+    for b in held:
+        assert all(b[c].is_pinned() for c in TENSORS)
+        _assert_true_rows(b, truth)
+
+
+def test_worker_type_is_checked(many) -> None:
+    with pytest.raises(ConfigError):
+        make_loader(many.root, "train", 4, 1, worker_type="fiber")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError):
+        make_loader(many.root, "train", 4, 1, prefetch_factor=0)
+
+
+# --------------------------------------------------------------------------------------------
+# direct reads of plain, uncompressed tensor columns (os.preadv into the batch)
+
+BIG = ("bands_10m", "bands_20m")  # >= DIRECT_READ_MIN_BYTES per row
+LAYOUTS = {
+    # name: ParquetWriter keywords; plain=True if the big tensor columns are read directly
+    "build": ({"compression": {"bands_10m": "none", "bands_20m": "none", "bands_60m": "none"},
+               "use_dictionary": False, "write_statistics": False}, True),
+    "small_pages_v2_stats": ({"compression": "none", "use_dictionary": False,
+                              "data_page_size": 50_000, "data_page_version": "2.0",
+                              "write_statistics": True}, True),
+    "small_pages_v1": ({"compression": "none", "use_dictionary": False,
+                        "data_page_size": 100_000}, True),
+    "dictionary": ({"compression": "none", "use_dictionary": True}, False),
+    "zstd": ({"compression": "zstd", "use_dictionary": False}, False),
+}
+
+
+@pytest.fixture(scope="module", params=list(LAYOUTS))
+def rewritten(request, many, tmp_path_factory):
+    """``many``'s train split rewritten row group by row group with other writer settings."""
+    kwargs, plain = LAYOUTS[request.param]
+    return _rewrite_split(many.root, tmp_path_factory.mktemp(request.param) / "dataset", **kwargs), plain
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_direct_reads_give_the_arrow_batches(rewritten, many, truth, shuffle) -> None:
+    """Same batches, same order, same bytes as through read_row_group, whatever the layout;
+    the direct path is taken exactly when the columns are plain and uncompressed."""
+    root, plain = rewritten
+    cols = ("patch_id", *dict.fromkeys((*BIG, *TENSORS)))
+    kwargs = {"batch_size": 5, "buffer_size": 11, "seed": 2, "shuffle": shuffle}
+    direct = PatchDataset(root, "train", cols, **kwargs)
+    arrow = PatchDataset(root, "train", cols, direct_read=False, **kwargs)
+    assert direct._direct == list(BIG) and arrow._direct == []
+    for epoch in (0, 1):
+        direct.set_epoch(epoch)
+        arrow.set_epoch(epoch)
+        n = 0
+        for a, b in zip(direct, arrow, strict=True):
+            assert a["patch_id"] == b["patch_id"]
+            for c in cols[1:]:
+                assert torch.equal(a[c], b[c]), c
+            _assert_true_rows(a, truth)
+            n += len(a["patch_id"])
+        assert n == len(many.ids["train"])
+    located = {k: v is not None for k, v in direct._locations.items()}
+    assert located and all(v == plain for v in located.values()), located
+
+
+def test_direct_reads_check_every_value(many, tmp_path) -> None:
+    """A value whose length prefix is not the tensor size is an error, not a wrong tensor."""
+    root = _rewrite_split(many.root, tmp_path / "copy", compression="none", use_dictionary=False)
+    ds = PatchDataset(root, "train", ("bands_10m",), batch_size=4)
+    for batch in ds:  # fine as written
+        assert batch["bands_10m"].shape[1:] == (4, 120, 120)
+    # shift every located value by two bytes: the prefixes no longer read 115200
+    ds._locations = {k: None if v is None else v + 2 for k, v in ds._locations.items()}
+    with pytest.raises(DatasetSchemaError, match="holds .* bytes, not 115200"):
+        for _ in ds:
+            pass
+
+
+def test_direct_reads_resume_short_reads(many, tmp_path, monkeypatch) -> None:
+    """preadv may read less than asked: the rest is read, the batches do not change."""
+    root = _rewrite_split(many.root, tmp_path / "copy", compression="none", use_dictionary=False)
+    kwargs = {"columns": ("patch_id", "bands_10m", "bands_20m"), "batch_size": 6, "seed": 1}
+    expected = list(PatchDataset(root, "train", direct_read=False, **kwargs))
+    real, calls = os.preadv, []
+
+    def stingy(fd, views, offset):  # at most 1000 bytes per call, cut inside a view
+        calls.append(offset)
+        room, cut = 1000, []
+        for v in views:
+            if room <= 0:
+                break
+            cut.append(v[:room])
+            room -= len(cut[-1])
+        return real(fd, cut, offset)
+
+    monkeypatch.setattr(L.os, "preadv", stingy)
+    got = list(PatchDataset(root, "train", **kwargs))
+    assert len(calls) > 10 * len(got)
+    for a, b in zip(got, expected, strict=True):
+        assert a["patch_id"] == b["patch_id"]
+        assert torch.equal(a["bands_10m"], b["bands_10m"]) and torch.equal(a["bands_20m"], b["bands_20m"])
+
+
+def test_thrift_reader_skips_what_it_does_not_need() -> None:
+    """A compact-protocol struct with every field type; the header fields come out."""
+    # field 1 i32=3 (zigzag 6), 2 binary b"ab", 3 list<i32>[1,2], 4 bool true, 5 struct{1: i64=-1},
+    # 6 double, 7 map<i32,i32>{1: 2}, stop
+    data = bytes([0x15, 6, 0x18, 2]) + b"ab" + bytes([0x19, 0x25, 2, 4, 0x11, 0x1C, 0x16, 1, 0,
+                                                      0x17]) + bytes(8) + bytes([0x1B, 1, 0x55, 2, 4, 0])
+    fields = L._CompactThrift(data).struct()
+    assert fields[1] == 3 and fields[2] == b"ab" and fields[3] == [1, 2] and fields[4] is True
+    assert fields[5] == {1: -1} and fields[6] is None and fields[7] == [(1, 2)]
+    with pytest.raises(EOFError):
+        L._CompactThrift(data[:5]).struct()
 
 
 # --------------------------------------------------------------------------------------------

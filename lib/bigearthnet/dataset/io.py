@@ -21,7 +21,6 @@ import pyarrow.parquet as pq
 from bigearthnet.dataset.layout import SUCCESS
 from bigearthnet.errors import OutputExistsError, OutputLockedError
 
-SUCCESS_MARKER = SUCCESS
 STAGING_INFIX = ".tmp-"
 OLD_INFIX = ".old-"
 log = logging.getLogger(__name__)
