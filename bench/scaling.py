@@ -1,0 +1,212 @@
+"""Scaling benchmark: CPU-seconds per product when a build holds 1, 2, 4 and 8 full COG products.
+
+Products: the cached full-size synthetic COG product of T29UPU (12 bands + SCL, 10980 px) and
+copies of it as further real-style acquisitions of the same tile (other S2A sensing dates on
+orbit R080: the STAC item's name fields are rewritten and every COG file is copied, so each
+product has its own files on disk). Identical pixels make the per-product work identical, so
+any change in CPU per product comes from the build, not the data.
+
+Each build is a tiling ``run_build`` (no CLC) on ``local[2]`` in a fresh interpreter, measured
+with ``common.run_tree``: process-tree CPU (driver Python, JVM, PySpark daemon and workers;
+the JVM is stopped and reaped before rusage is read), wall, and process-tree peak RSS. Sizes
+are interleaved (1, 2, 4, 8, then 8, 4, 2, 1, ...). Target: tree CPU-seconds per product
+constant within 10 % across 1..8 (max ÷ min of the medians ≤ 1.10); the fixed per-build cost
+(JVM start, session, driver) is reported too, from a least-squares line CPU = a + b·n.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import textwrap
+from pathlib import Path
+
+from common import CACHE, SPARK_TEARDOWN, cached_world, loadavg, run_tree, spread, write_result
+
+BASE = "S2A_MSIL2A_20170617T113321_N0205_R080_T29UPU_20170617T113319"
+DATES = ("20170617", "20170627", "20170707", "20170717", "20170727", "20170806", "20170816",
+         "20170826")
+FULL = 10980
+SIZES = (1, 2, 4, 8)
+TARGET = 0.10
+
+
+def product_name(date: str) -> str:
+    """An S2A L2A name of T29UPU on orbit R080 sensed on ``date``."""
+    return BASE.replace("20170617", date)
+
+
+def scaling_products(n_max: int = 8) -> Path:
+    """bench/cache/scaling_cog/<n>/ folders holding the first n products (hard links between the
+    size folders; each product's files are a real copy of the base product's)."""
+    world = cached_world("full_cog", [BASE], FULL, "cog")
+    src = world / "products" / BASE
+    root = CACHE / "scaling_cog"
+    store = root / "store"
+    for date in DATES[:n_max]:
+        name = product_name(date)
+        dst = store / name
+        if (dst / ".complete").exists():
+            continue
+        if dst.exists():
+            shutil.rmtree(dst)
+        dst.mkdir(parents=True)
+        for f in src.iterdir():
+            if f.suffix == ".json":
+                (dst / f.name.replace(BASE, name)).write_text(
+                    f.read_text().replace(BASE, name).replace("20170617", date))
+            else:
+                shutil.copyfile(f, dst / f.name)
+        (dst / ".complete").write_text("")
+    for n in SIZES:
+        if n > n_max:
+            continue
+        folder = root / str(n)
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        for date in DATES[:n]:
+            (folder / product_name(date)).symlink_to(store / product_name(date),
+                                                     target_is_directory=True)
+    return root
+
+
+BUILD = SPARK_TEARDOWN + textwrap.dedent("""
+    import json, shutil, tempfile
+    from bigearthnet.config import BuildConfig, SparkConfig
+    from bigearthnet.spark.build import run_build
+    out = tempfile.mkdtemp(prefix="bench-scaling-") + "/ds"
+    m = run_build(BuildConfig(products={products!r}, out=out, spark=SparkConfig(master="local[2]")))
+    ps = m["products"]
+    shutil.rmtree(out)
+    jvm_rc = _stop_spark_and_reap_jvm()
+    print(json.dumps({{"n": len(ps), "task_cpu_s": sum(p["cpu_s"] for p in ps),
+                      "task_wall_s": [p["wall_s"] for p in ps],
+                      "task_peak_rss_mb": max(p["peak_rss_mb"] for p in ps),
+                      "patches": sum(p["n_patches"] for p in ps),
+                      "tasks_wall_s": m["timings_s"]["tasks_wall_s"],
+                      "build_wall_s": m["timings_s"]["total_s"], "jvm_rc": jvm_rc}}))
+""")
+
+
+def main(reps: int = 2, sizes: tuple[int, ...] = SIZES) -> dict:
+    """Build each size ``reps`` times (interleaved) and write bench/results/scaling.json."""
+    root = scaling_products(max(sizes))
+    runs: dict[int, list[dict]] = {n: [] for n in sizes}
+    for rep in range(reps):
+        for n in (sizes if rep % 2 == 0 else sizes[::-1]):
+            load = loadavg()
+            r = run_tree(BUILD.format(products=str(root / str(n))))
+            assert r["n"] == n, r
+            r["loadavg_before"] = load
+            runs[n].append(r)
+            print(f"scaling {n} products rep {rep}: tree CPU {r['tree_cpu_s']:.1f} s "
+                  f"({r['tree_cpu_s'] / n:.1f} s/product), wall {r['tree_wall_s']:.1f} s", flush=True)
+            write_result("scaling", summarize(runs, reps))
+    doc = summarize(runs, reps)
+    write_result("scaling", doc)
+    print(json.dumps({k: doc[k] for k in ("per_product_spread", "holds")}))
+    return doc
+
+
+def summarize(runs: dict[int, list[dict]], reps: int) -> dict:
+    """Per size: tree CPU per product, task CPU per product, wall; the target check."""
+    sizes = {}
+    for n, rs in runs.items():
+        if not rs:
+            continue
+        sizes[str(n)] = {
+            "runs": len(rs),
+            "tree_cpu_s": spread([r["tree_cpu_s"] for r in rs], 2),
+            "tree_cpu_per_product_s": spread([r["tree_cpu_s"] / n for r in rs], 3),
+            "task_cpu_per_product_s": spread([r["task_cpu_s"] / n for r in rs], 3),
+            "non_task_cpu_s": spread([r["tree_cpu_s"] - r["task_cpu_s"] for r in rs], 2),
+            "wall_s": spread([r["tree_wall_s"] for r in rs], 2),
+            "tasks_wall_s": spread([r["tasks_wall_s"] for r in rs], 2),
+            "wall_per_product_s": spread([r["tree_wall_s"] / n for r in rs], 3),
+            "tree_peak_rss_mb": spread([r["tree_peak_rss_mb"] for r in rs], 1),
+            "task_peak_rss_mb": max(r["task_peak_rss_mb"] for r in rs),
+            "patches": rs[0]["patches"],
+            "loadavg_before": [r["loadavg_before"] for r in rs],
+            "cpu_by_process_first_run": rs[0].get("tree_cpu_polled_by_process"),
+            "tree_cpu_rusage_s": spread([r.get("tree_cpu_rusage_s", r["tree_cpu_s"]) for r in rs], 2),
+        }
+    doc: dict = {"products": [product_name(d) for d in DATES], "master": "local[2]",
+                 "reps": reps, "sizes": sizes, "target_spread": TARGET}
+    if len(sizes) >= 2:
+        sizes = dict(sorted(sizes.items(), key=lambda kv: int(kv[0])))
+        doc["sizes"] = sizes
+        tree = [v["tree_cpu_per_product_s"]["median"] for v in sizes.values()]
+        task = [v["task_cpu_per_product_s"]["median"] for v in sizes.values()]
+        ns = [int(k) for k in sizes]
+        xs = [sizes[str(n)]["tree_cpu_s"]["median"] for n in ns]
+        mx, my = sum(ns) / len(ns), sum(xs) / len(xs)
+        b = sum((n - mx) * (x - my) for n, x in zip(ns, xs)) / sum((n - mx) ** 2 for n in ns)
+        doc["per_product_spread"] = {"tree": round(max(tree) / min(tree) - 1, 4),
+                                     "task": round(max(task) / min(task) - 1, 4)}
+        doc["fit_tree_cpu"] = {"fixed_s": round(my - b * mx, 2), "per_product_s": round(b, 3)}
+        doc["holds"] = {"tree": doc["per_product_spread"]["tree"] <= TARGET,
+                        "task": doc["per_product_spread"]["task"] <= TARGET}
+    return add_marginal(doc)
+
+
+def add_marginal(doc: dict) -> dict:
+    """Marginal tree CPU per product beyond the first, (tree(n) − tree(1)) ÷ (n − 1), per size,
+    and its spread: the per-product cost once the fixed per-build cost is taken out."""
+    sizes = doc.get("sizes", {})
+    if "1" not in sizes or len(sizes) < 3:
+        return doc
+    one = sizes["1"]["tree_cpu_s"]["median"]
+    marg = {n: round((v["tree_cpu_s"]["median"] - one) / (int(n) - 1), 3)
+            for n, v in sizes.items() if int(n) > 1}
+    doc["marginal_tree_cpu_per_product_s"] = marg
+    doc["marginal_spread"] = round(max(marg.values()) / min(marg.values()) - 1, 4)
+    doc["holds"]["marginal"] = doc["marginal_spread"] <= TARGET
+    return doc
+
+
+def _s(d: dict, fmt: str = "{:.1f}") -> str:
+    return f"{fmt.format(d['median'])} ({fmt.format(d['min'])}–{fmt.format(d['max'])})"
+
+
+def render(doc: dict) -> list[str]:
+    """The BENCHMARKS.md section of bench/results/scaling.json (numbers from ``doc``)."""
+    lines = ["## Scaling (`bench/results/scaling.json`)", ""]
+    if not doc.get("sizes"):
+        return lines + ["Not measured yet (`python bench/run.py scaling`)."]
+    lines += [
+        (f"Tiling builds of 1–{max(int(k) for k in doc['sizes'])} full-size COG products "
+         f"(10980 px, 12 bands + SCL; copies of one synthetic T29UPU product under other "
+         f"sensing dates, each with its own files) on `{doc['master']}`, {doc['reps']} "
+         "interleaved repetitions, median (min–max). Tree CPU = every process of the run "
+         "(driver Python, JVM, PySpark workers); task CPU = the build tasks' own Python CPU."),
+        "",
+        "| products | tree CPU s / product | task CPU s / product | non-task CPU s (whole build) | wall s | wall s / product | tree peak RSS MB |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for n, v in sorted(doc["sizes"].items(), key=lambda kv: int(kv[0])):
+        lines.append(f"| {n} | {_s(v['tree_cpu_per_product_s'], '{:.2f}')} | "
+                     f"{_s(v['task_cpu_per_product_s'], '{:.2f}')} | {_s(v['non_task_cpu_s'])} | "
+                     f"{_s(v['wall_s'])} | {_s(v['wall_per_product_s'], '{:.2f}')} | "
+                     f"{_s(v['tree_peak_rss_mb'], '{:,.0f}')} |")
+    if "holds" in doc:
+        sp, fit = doc["per_product_spread"], doc["fit_tree_cpu"]
+        lines += ["", (f"Spread of CPU per product (max ÷ min of the medians − 1): tree "
+                       f"**{sp['tree']:.1%}**, task **{sp['task']:.1%}** (target ≤ "
+                       f"{doc['target_spread']:.0%}: tree {'holds' if doc['holds']['tree'] else 'fails'}, "
+                       f"task {'holds' if doc['holds']['task'] else 'fails'}). Line fit of tree "
+                       f"CPU: {fit['fixed_s']:.1f} s per build + {fit['per_product_s']:.2f} s "
+                       "per product.")]
+    if "marginal_tree_cpu_per_product_s" in doc:
+        m = doc["marginal_tree_cpu_per_product_s"]
+        lines += ["", ("Marginal tree CPU per product beyond the first, (CPU(n) − CPU(1)) ÷ "
+                       "(n − 1): " + ", ".join(f"n = {n}: {v:.2f} s" for n, v in
+                                              sorted(m.items(), key=lambda kv: int(kv[0])))
+                       + f"; spread **{doc['marginal_spread']:.1%}** (≤ "
+                       f"{doc['target_spread']:.0%}: "
+                       f"{'holds' if doc['holds']['marginal'] else 'fails'}).")]
+    return lines
+
+
+if __name__ == "__main__":
+    main()
