@@ -1,9 +1,9 @@
 """The cached Petastorm side environment, for bench/loader.py.
 
 Petastorm 0.13.1 needs pyarrow <= 14 and numpy < 2, which cannot live in our environment, so it
-runs from its own venv. This is the venv ``tests/dataset/test_petastorm_interop.py`` builds: the
-pins are imported from that test and the folder name is computed the same way, so the test and
-the benchmark build it once and share it (``BIGEARTHNET_INTEROP_CACHE``, default
+runs from its own venv, the one home of its pins and builder: the interop test
+(``tests/dataset/test_petastorm_interop.py``) and the loader benchmark both use it, so it is built
+once and shared (``BIGEARTHNET_INTEROP_CACHE``, default
 ``~/.cache/bigearthnet``).
 """
 
@@ -19,9 +19,18 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "dataset"))
-
-from test_petastorm_interop import NETWORK_ERRORS, PETASTORM, PINS
+PETASTORM = "petastorm==0.13.1"
+PINS = (
+    "pyarrow==14.0.2", "numpy==1.26.4", "pandas==2.1.4",
+    # petastorm's own requirements, minus pyspark
+    "dill==0.4.1", "diskcache==5.6.3", "future==1.0.0", "packaging==26.4", "psutil==7.2.2",
+    "pyzmq==27.3.0", "six==1.17.0", "fsspec==2026.9.0", "setuptools<70",
+)
+NETWORK_ERRORS = (
+    "NewConnectionError", "Max retries exceeded", "Temporary failure in name resolution",
+    "Name or service not known", "Network is unreachable", "ConnectTimeoutError",
+    "ProxyError", "Connection refused",
+)
 
 
 class PetastormUnavailable(RuntimeError):

@@ -19,36 +19,22 @@ Findings (recorded here because they constrain the dataset format):
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
-import os
-import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-from bigearthnet.dataset.schema import LABELED_PATCH_SCHEMA, labeled_schema
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+import petastorm_env
+
+from bigearthnet.dataset.schema import labeled_schema
 
 pytestmark = pytest.mark.interop
 
-PETASTORM = "petastorm==0.13.1"
-PINS = (
-    "pyarrow==14.0.2", "numpy==1.26.4", "pandas==2.1.4",
-    # petastorm's own requirements, minus pyspark
-    "dill==0.4.1", "diskcache==5.6.3", "future==1.0.0", "packaging==26.4", "psutil==7.2.2",
-    "pyzmq==27.3.0", "six==1.17.0", "fsspec==2026.9.0", "setuptools<70",
-)
-NETWORK_ERRORS = (
-    "NewConnectionError", "Max retries exceeded", "Temporary failure in name resolution",
-    "Name or service not known", "Network is unreachable", "ConnectTimeoutError",
-    "ProxyError", "Connection refused",
-)
-TENSORS = [c.name for c in LABELED_PATCH_SCHEMA.tensors]
 SCALARS = ["tile_id", "col", "row", "epsg", "has_nodata"]
 
 READER = r"""
@@ -73,35 +59,13 @@ print(json.dumps({"versions": {"petastorm": petastorm.__version__, "pyarrow": py
 """
 
 
-def _pip(python: Path, *args: str) -> None:
-    proc = subprocess.run([str(python), "-m", "pip", "install", "--disable-pip-version-check",
-                           "--no-input", "--retries", "2", "--timeout", "30", *args], capture_output=True, text=True, timeout=300, check=False)
-    if proc.returncode != 0:
-        output = proc.stdout[-3000:] + proc.stderr[-3000:]
-        if any(marker in output for marker in NETWORK_ERRORS):
-            pytest.skip(f"PyPI is unreachable, cannot build the Petastorm venv: {output[-500:]}")
-        pytest.fail(f"pip install {' '.join(args)} failed:\n{output}")
-
-
 @pytest.fixture(scope="session")
 def petastorm_python() -> Path:
-    """The interpreter of a cached venv holding Petastorm 0.13.1 (built on first use)."""
-    key = hashlib.sha256("\n".join((PETASTORM, *PINS, sys.version)).encode()).hexdigest()[:12]
-    cache = Path(os.environ.get("BIGEARTHNET_INTEROP_CACHE", Path.home() / ".cache" / "bigearthnet"))
-    venv = cache / f"petastorm-0.13.1-{key}"
-    python = venv / "bin" / "python"
-    cache.mkdir(parents=True, exist_ok=True)
-    with open(cache / f".{venv.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time, others wait and reuse it
-        if (venv / ".complete").is_file():
-            return python
-        shutil.rmtree(venv, ignore_errors=True)  # a half-built venv from an interrupted run
-        t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
-        _pip(python, *PINS)
-        _pip(python, "--no-deps", PETASTORM)
-        (venv / ".complete").write_text(json.dumps({"build_s": time.perf_counter() - t0}))
-    return python
+    """The interpreter of the cached venv holding Petastorm 0.13.1 (built on first use)."""
+    try:
+        return petastorm_env.petastorm_python()
+    except petastorm_env.PetastormUnavailable as exc:
+        pytest.skip(f"cannot build the Petastorm venv: {exc}")
 
 
 @pytest.fixture(scope="module")
