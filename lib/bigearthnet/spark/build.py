@@ -8,19 +8,23 @@ the folder atomically.
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
 from bigearthnet.config import BuildConfig
-from bigearthnet.dataset.io import check_output, staged_output, write_json
+from bigearthnet.dataset.io import check_output, staged_output
 from bigearthnet.dataset.layout import DatasetLayout
 from bigearthnet.errors import BigEarthNetError, BuildFailedError, error_from_name
 from bigearthnet.sentinel2.products import ProductSource, discover_products
 from bigearthnet.spark.sedona_labels import read_tile_labels, sedona_spark_labels
 from bigearthnet.spark.session import get_session
 from bigearthnet.spark.tasks import TaskRun, first_failure, run_indexed_tasks
-from bigearthnet.stages.finish import check_duplicate_patch_ids, finish_labeled, make_manifest
+from bigearthnet.stages.finish import (
+    check_duplicate_patch_ids,
+    finish_labeled,
+    make_manifest,
+    seal_staging,
+)
 from bigearthnet.stages.plan import TilePlan, plan_product
 from bigearthnet.stages.product import build_product
 from bigearthnet.stages.write import SUMMARY_FIELDS, new_summary
@@ -121,11 +125,6 @@ def run_build(cfg: BuildConfig) -> dict:
             t2 = time.perf_counter()
             finish_labeled(staging, ok, manifest)
             manifest["timings_s"]["merge_s"] = time.perf_counter() - t2
-        layout = DatasetLayout(staging)
-        shutil.rmtree(layout.parts, ignore_errors=True)  # task parts, merged above
-        for stray in layout.stray_files():  # attempts lost with their executor
-            stray.unlink(missing_ok=True)
-        write_json(layout.manifest, manifest)
-        layout.build_config.write_text(cfg.model_dump_json(indent=2) + "\n")
+        seal_staging(staging, manifest, DatasetLayout(staging).build_config, cfg.model_dump_json(indent=2))
     manifest["timings_s"]["total_s"] = time.perf_counter() - t0
     return manifest

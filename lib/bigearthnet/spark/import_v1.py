@@ -8,18 +8,17 @@ then the driver merges the parts exactly like ``build``.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
 from bigearthnet.config import ImportConfig
-from bigearthnet.dataset.io import check_output, staged_output, write_json
+from bigearthnet.dataset.io import check_output, staged_output
 from bigearthnet.dataset.layout import DatasetLayout
 from bigearthnet.dataset.schema import IMPORTED_PATCH_SCHEMA
 from bigearthnet.errors import EmptyInputError, InputNotFoundError
 from bigearthnet.spark.session import get_session
 from bigearthnet.spark.tasks import first_failure, run_indexed_tasks
-from bigearthnet.stages.finish import FORMAT, finish_labeled, package_versions
+from bigearthnet.stages.finish import FORMAT, finish_labeled, package_versions, seal_staging
 from bigearthnet.stages.v1_archive import import_chunk, list_patch_folders
 from bigearthnet.stages.write import SUMMARY_FIELDS
 
@@ -65,10 +64,6 @@ def run_import(cfg: ImportConfig) -> dict:
             "timings_s": {"list_s": time.perf_counter() - t0},
         }
         finish_labeled(staging, summaries, manifest, schema=IMPORTED_PATCH_SCHEMA)
-        layout = DatasetLayout(staging)
-        shutil.rmtree(layout.parts, ignore_errors=True)  # task parts, merged above
-        for stray in layout.stray_files():  # attempts lost with their executor
-            stray.unlink(missing_ok=True)
-        write_json(layout.manifest, manifest)
-        layout.import_config.write_text(cfg.model_dump_json(indent=2) + "\n")
+        seal_staging(staging, manifest, DatasetLayout(staging).import_config,
+                     cfg.model_dump_json(indent=2))
     return manifest

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import shapely
 
 from bigearthnet.clc.reader import prepare_clc, query_bbox
 from bigearthnet.config import BuildConfig
@@ -57,8 +58,6 @@ def _prepare_tile(table: pa.Table) -> pa.Table:
     codes = table["code"].to_numpy().astype(np.uint16)
     wkb = table["wkb"].combine_chunks()
     codes, geoms, stats = prepare_clc(codes, wkb, f"EPSG:{CLC_EPSG}", f"EPSG:{epsg}", bounds)
-    import shapely
-
     n = len(codes)
     return pa.table({
         "task_id": pa.array([task_id] * (n + 1), pa.int64()),
@@ -122,10 +121,7 @@ def sedona_spark_labels(spark: Any, plans: dict[int, TilePlan], cfg: BuildConfig
         # 4. The patch join, in each tile's UTM zone.
         rows = []
         for task_id, plan in sorted(plans.items()):
-            boxes = plan.footprints()
-            import shapely
-
-            wkb = shapely.to_wkb(boxes)
+            wkb = shapely.to_wkb(plan.footprints())
             rows.extend((task_id, i, bytes(w)) for i, w in enumerate(wkb))
         footprints = spark.createDataFrame(rows, "task_id long, patch_index int, footprint binary")
         f = footprints.selectExpr("task_id AS f_task", "patch_index",
@@ -160,8 +156,6 @@ def read_tile_labels(staging: Path, task_id: int,
         ``(clc, areas)``: the prepared polygons (in the SedonaDB engine's order) and the
         per (patch, code) areas (``AREA_SCHEMA``, sorted by patch and code).
     """
-    import shapely
-
     layout = DatasetLayout(staging)
     polys = _read_partition(layout.label_parts("clc") / f"task_id={task_id}", ["ord", "code", "geom"])
     if polys is None:

@@ -90,6 +90,20 @@ def v1_collisions(summaries: list[dict]) -> dict:
     return {"names": names, "patches": patches, "groups": groups}
 
 
+def seal_staging(staging: Path, manifest: dict, config_file: Path, config_json: str) -> None:
+    """The last writes before a staging folder is committed.
+
+    Removes the tasks' parts (merged by now) and the files of task attempts that never finished
+    (lost executors), then writes the manifest and the job's resolved config.
+    """
+    layout = DatasetLayout(staging)
+    shutil.rmtree(layout.parts, ignore_errors=True)
+    for stray in layout.stray_files():
+        stray.unlink(missing_ok=True)
+    write_json(layout.manifest, manifest)
+    config_file.write_text(config_json + "\n")
+
+
 def make_manifest(cfg: BuildConfig, ok: list[dict], failed: list[dict],
                   discovery_failures: list[DiscoveryFailure], timings: dict) -> dict:
     """The manifest of a build: schema, config, versions, counts, products, failures."""
@@ -143,7 +157,6 @@ def finish_labeled(staging: Path, ok: list[dict], manifest: dict,
     meta = pa.concat_tables([pq.read_table(p) for p in parts]) if parts else METADATA_SCHEMA.empty_table()
     meta = meta.sort_by("patch_id")
     pq.write_table(meta, layout.metadata)
-    shutil.rmtree(layout.parts, ignore_errors=True)
 
     hist = BandHistograms()
     for s in ok:
