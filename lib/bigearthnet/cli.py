@@ -40,6 +40,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
     overrides = {"products": args.products, "clc": args.clc, "out": args.out,
                  "on_error": args.on_error, "overwrite": True if args.overwrite else None,
+                 "append": True if args.append else None,
                  "label_rule": args.label_rule, "label_engine": args.label_engine,
                  "split": args.split,
                  "exclude_lists": args.exclude_lists, "official_splits": args.splits_dir}
@@ -48,6 +49,10 @@ def _cmd_build(args: argparse.Namespace) -> int:
     cfg = resolve(BuildConfig, args.config, overrides)
     manifest = run_build(cfg)
     counts = manifest["counts"]
+    if manifest.get("unchanged"):
+        print(f"nothing to append: all {counts['products_skipped_existing']} product(s) are in "
+              f"{Path(cfg.out).resolve()} already; the dataset is unchanged")
+        return 0
     print(f"dataset written to {Path(cfg.out).resolve()}")
     print("  " + ", ".join(f"{k}={v}" for k, v in counts.items()))
     if manifest["failures"]:
@@ -161,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--master", help="Spark master URL (default: spark-submit's, else local[*])")
     p.add_argument("--on-error", choices=["fail", "skip"])
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    p.add_argument("--append", action="store_true",
+                   help="add the products not yet in the dataset at --out (same config)")
     p.add_argument("--label-rule", choices=_choices(BuildConfig, "label_rule"),
                    help="v1 (paper, default) or reben")
     p.add_argument("--label-engine", choices=_choices(BuildConfig, "label_engine"),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from bigearthnet.configbase import StrictModel, load_yaml, resolve
 from bigearthnet.constants import REBEN_MAX_UNLABELED_FRACTION
@@ -38,6 +38,10 @@ class BuildConfig(StrictModel):
     clc: str | None = Field(None, description="CORINE Land Cover 2018 GeoPackage (EPSG:3035)")
     out: str = Field(..., description="dataset folder to create")
     overwrite: bool = False
+    append: bool = Field(
+        False, description="add the products not yet in the existing dataset at `out` (same "
+        "config), keeping its files, ids, labels and splits; a run with nothing new changes nothing"
+    )
     on_error: Literal["fail", "skip"] = Field(
         "fail", description="fail: abort on the first bad product; skip: build the rest, list failures"
     )
@@ -81,6 +85,13 @@ class BuildConfig(StrictModel):
         default_factory=dict, description="tile id or product id -> country (else the products table)"
     )
     spark: SparkConfig = Field(default_factory=SparkConfig)
+
+    @model_validator(mode="after")
+    def _append_or_overwrite(self) -> BuildConfig:
+        if self.append and self.overwrite:
+            raise ValueError("append and overwrite exclude each other: --append keeps the "
+                             "dataset and adds to it, --overwrite replaces it")
+        return self
 
 
 class ImportConfig(StrictModel):

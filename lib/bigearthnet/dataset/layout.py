@@ -7,6 +7,7 @@
       manifest.json                              schema, config, versions, counts, class orders
       stats.json                                 per-band statistics of the train split
       metadata.parquet                           one row per kept patch (reBEN columns + ours)
+      histograms.parquet                         per-product train histograms (source of stats.json)
       build_config.json | import_config.json     the resolved config of the job that wrote it
       patches/split=<split>/<name>.parquet       the patch table (labeled builds, imports)
       patches/<product>.parquet                  the patch table of a tiling-only build
@@ -26,6 +27,7 @@ SUCCESS = "_SUCCESS"
 MANIFEST = "manifest.json"
 STATS = "stats.json"
 METADATA = "metadata.parquet"
+HISTOGRAMS = "histograms.parquet"
 BUILD_CONFIG = "build_config.json"
 IMPORT_CONFIG = "import_config.json"
 PATCHES = "patches"
@@ -69,6 +71,11 @@ class DatasetLayout:
     def metadata(self) -> Path:
         """``metadata.parquet``."""
         return self.root / METADATA
+
+    @property
+    def histograms(self) -> Path:
+        """``histograms.parquet``: per-product train histograms, the source of ``stats.json``."""
+        return self.root / HISTOGRAMS
 
     @property
     def build_config(self) -> Path:

@@ -253,6 +253,11 @@ then ours."""
 METADATA_SCHEMA = pa.schema([(c.name, c.arrow_type) for c in METADATA_COLUMNS])
 """Arrow schema of ``metadata.parquet`` (plain, no key-value metadata)."""
 
+HISTOGRAM_SCHEMA = pa.schema([("product_id", pa.string()), ("histograms", pa.binary())])
+"""``histograms.parquet``: each product's train-split band histograms (zlib-compressed
+little-endian int64, :meth:`bigearthnet.dataset.stats.BandHistograms.to_bytes`), the exact
+source of ``stats.json``; appends recompute the statistics from it."""
+
 
 def tensor_columns_from_metadata(schema: pa.Schema) -> dict[str, TensorColumn]:
     """Rebuild tensor column specs from a Parquet file's key-value metadata (no pickle)."""

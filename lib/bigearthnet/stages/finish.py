@@ -21,7 +21,13 @@ from bigearthnet.config import BuildConfig
 from bigearthnet.constants import SPLITS
 from bigearthnet.dataset.io import write_json
 from bigearthnet.dataset.layout import DatasetLayout
-from bigearthnet.dataset.schema import METADATA_SCHEMA, PATCH_SCHEMA, PatchSchema, labeled_schema
+from bigearthnet.dataset.schema import (
+    HISTOGRAM_SCHEMA,
+    METADATA_SCHEMA,
+    PATCH_SCHEMA,
+    PatchSchema,
+    labeled_schema,
+)
 from bigearthnet.dataset.stats import BandHistograms
 from bigearthnet.errors import BigEarthNetError, BuildFailedError
 from bigearthnet.quality import DROP_REASONS
@@ -104,6 +110,14 @@ def seal_staging(staging: Path, manifest: dict, config_file: Path, config_json: 
     config_file.write_text(config_json + "\n")
 
 
+def write_histograms(path: Path, summaries: list[dict]) -> None:
+    """Write ``histograms.parquet``: each product's train histograms, in product id order."""
+    rows = sorted((s["product_id"], s["histograms"]) for s in summaries if s["histograms"])
+    table = pa.table({"product_id": [r[0] for r in rows], "histograms": [r[1] for r in rows]},
+                     schema=HISTOGRAM_SCHEMA)
+    pq.write_table(table, path, compression="zstd")
+
+
 def make_manifest(cfg: BuildConfig, ok: list[dict], failed: list[dict],
                   discovery_failures: list[DiscoveryFailure], timings: dict) -> dict:
     """The manifest of a build: schema, config, versions, counts, products, failures."""
@@ -129,10 +143,10 @@ def make_manifest(cfg: BuildConfig, ok: list[dict], failed: list[dict],
         },
         "v1_name_collisions": collisions,
         "products": [
-            {k: (json.loads(s[k]) if k in ("files", "counts") and s[k] else s[k])
+            {k: (json.loads(s[k]) if k in ("files", "counts", "clc") and s[k] else s[k])
              for k in ("product_id", "n_patches", "n_nodata", "n_cols", "n_rows", "epsg",
-                       "files", "counts", "cpu_s", "wall_s", "label_s", "peak_rss_mb")}
-            for s in ok
+                       "files", "counts", "clc", "cpu_s", "wall_s", "label_s", "peak_rss_mb")}
+            for s in sorted(ok, key=lambda s: s["product_id"])
         ],
         "failures": failures,
         "timings_s": timings,
@@ -158,6 +172,7 @@ def finish_labeled(staging: Path, ok: list[dict], manifest: dict,
     meta = meta.sort_by("patch_id")
     pq.write_table(meta, layout.metadata)
 
+    write_histograms(layout.histograms, ok)
     hist = BandHistograms()
     for s in ok:
         if s["histograms"]:
