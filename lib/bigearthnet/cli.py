@@ -49,11 +49,12 @@ def _cmd_build(args: argparse.Namespace) -> int:
     cfg = resolve(BuildConfig, args.config, overrides)
     manifest = run_build(cfg)
     counts = manifest["counts"]
+    shown = cfg.out if cfg.out.startswith("s3://") else Path(cfg.out).resolve()
     if manifest.get("unchanged"):
         print(f"nothing to append: all {counts['products_skipped_existing']} product(s) are in "
-              f"{Path(cfg.out).resolve()} already; the dataset is unchanged")
+              f"{shown} already; the dataset is unchanged")
         return 0
-    print(f"dataset written to {Path(cfg.out).resolve()}")
+    print(f"dataset written to {shown}")
     print("  " + ", ".join(f"{k}={v}" for k, v in counts.items()))
     if manifest["failures"]:
         print(f"  {len(manifest['failures'])} product(s) failed and were skipped; see manifest.json")

@@ -193,3 +193,26 @@ class RunNotFoundError(BigEarthNetError, FileNotFoundError):
 @register
 class DistributedTrainingError(BigEarthNetError, RuntimeError):
     """A distributed training process (local DDP or a TorchDistributor task) failed."""
+
+
+# --- object storage (s3:// inputs and outputs) ----------------------------------------------
+
+
+@register
+class ObjectStoreError(BigEarthNetError, OSError):
+    """A request to the object store (S3 or an S3-compatible server) failed; names the URI."""
+
+
+@register
+class ObjectStoreAccessError(ObjectStoreError):
+    """The object store refused the credentials, or cannot be reached at its endpoint."""
+
+
+@register
+class BucketNotFoundError(ObjectStoreError, FileNotFoundError):
+    """The bucket of an ``s3://`` URI does not exist."""
+
+
+@register
+class UnsupportedStorageError(BigEarthNetError, ValueError):
+    """An option that does not work with ``s3://`` inputs or outputs (says what to use)."""

@@ -23,6 +23,7 @@ from pyproj import CRS, Transformer
 from bigearthnet.clc.nomenclature import KNOWN_CODES
 from bigearthnet.errors import ClcReadError, ClcSchemaError, InputNotFoundError, UnknownClcCodeError
 from bigearthnet.labeling.sedona import CrsLike, transform_geometries
+from bigearthnet.storage import ObjectStore, S3Uri, is_s3_uri
 
 CODE_COLUMN = "Code_18"
 """Attribute holding the three-digit CLC 2018 Level-3 code in the official vector products."""
@@ -150,7 +151,9 @@ def read_clc_bbox(
     """Read the CLC polygons intersecting a tile's bounds, reprojected to the tile CRS.
 
     Args:
-        path: CLC vector file (GeoPackage with an R-tree index for speed; any OGR format works).
+        path: CLC vector file (GeoPackage with an R-tree index for speed; any OGR format works),
+            local or ``s3://`` (read in place through GDAL's ``/vsis3/``: the R-tree query
+            fetches only the pages it needs, with ranged GETs).
         bounds: ``(minx, miny, maxx, maxy)`` of the area of interest in ``crs`` (e.g. a tile's or
             strip's patch-grid extent in its UTM zone).
         crs: the tile CRS (EPSG int, ``"EPSG:32629"``, pyproj CRS, WKT).
@@ -179,7 +182,17 @@ def read_clc_bbox(
         UnknownClcCodeError: a code is null, non-numeric or not a CLC 2018 code.
     """
     path_str = os.fspath(path)
-    if not Path(path_str).exists():
+    gdal = path_str
+    if is_s3_uri(path_str):
+        uri = S3Uri.parse(path_str)
+        gdal = uri.gdal
+        store = ObjectStore()
+        store.settings.apply()  # GDAL (pyogrio's) reads /vsis3/ with the same settings
+        if not store.exists(uri):
+            raise InputNotFoundError(
+                f"CORINE Land Cover file {path_str} does not exist; upload the CLC 2018 "
+                "GeoPackage there or fix --clc")
+    elif not Path(path_str).exists():
         raise InputNotFoundError(
             f"CORINE Land Cover file {path_str} does not exist; pass the CLC 2018 GeoPackage "
             "(e.g. U2018_CLC2018_V2020_20u1.gpkg) or generate a synthetic one"
@@ -192,7 +205,7 @@ def read_clc_bbox(
     from pyogrio.errors import DataLayerError, DataSourceError
 
     try:
-        info = pyogrio.read_info(path_str, layer=layer)
+        info = pyogrio.read_info(gdal, layer=layer)
     except (DataSourceError, DataLayerError, OSError) as exc:
         raise ClcReadError(f"{path_str}: cannot open CLC layer {layer!r}: {exc}") from exc
     if code_column not in list(info["fields"]):
@@ -209,7 +222,7 @@ def read_clc_bbox(
     bbox_src = query_bbox(bounds, dst_crs, src_crs, margin_m=margin_m, densify_pts=densify_pts)
     try:
         meta, table = pyogrio.read_arrow(
-            path_str, layer=layer, columns=[code_column], bbox=tuple(bbox_src)
+            gdal, layer=layer, columns=[code_column], bbox=tuple(bbox_src)
         )
     except (DataSourceError, DataLayerError, OSError) as exc:
         raise ClcReadError(f"{path_str}: cannot read CLC polygons: {exc}") from exc

@@ -115,6 +115,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from bigearthnet.dataset.layout import DatasetLayout
+from bigearthnet.dataset.objectstore import local_dataset
 from bigearthnet.dataset.schema import (
     LABELED_PATCH_SCHEMA,
     TensorColumn,
@@ -159,14 +160,15 @@ class Segment:
 
 
 def split_dir(dataset_dir: str | Path, split: str) -> Path:
-    """The folder of one split of a complete dataset.
+    """The folder of one split of a complete dataset (an ``s3://`` dataset is read from its
+    local copy, :func:`bigearthnet.dataset.objectstore.local_dataset`).
 
     Raises:
         InputNotFoundError: ``dataset_dir`` does not exist.
         IncompleteDatasetError: it has no ``_SUCCESS`` marker.
         SplitNotFoundError: it has no ``patches/split=<split>`` folder.
     """
-    root = Path(dataset_dir)
+    root = local_dataset(dataset_dir)
     layout = DatasetLayout(root)
     if not root.is_dir():
         raise InputNotFoundError(f"dataset folder {root} does not exist")
@@ -738,7 +740,7 @@ class PatchDataset(IterableDataset):
             equalize = "drop" if self.world_size > 1 else "none"
         if equalize not in ("none", "drop", "pad"):
             raise ConfigError(f"equalize must be 'none', 'drop' or 'pad', not {equalize!r}")
-        self.dataset_dir = Path(dataset_dir)
+        self.dataset_dir = local_dataset(dataset_dir)
         self.split = split
         self.columns = tuple(columns)
         self.batch_size = int(batch_size)

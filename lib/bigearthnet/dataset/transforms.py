@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from bigearthnet.constants import PATCH_SIZE_PX, patch_px
 from bigearthnet.dataset.layout import DatasetLayout
+from bigearthnet.dataset.objectstore import local_dataset
 from bigearthnet.errors import ConfigError, DatasetSchemaError, InputNotFoundError, StatsError
 from bigearthnet.sentinel2.bands import BAND_NAMES, GROUPS, RGB
 
@@ -46,7 +47,7 @@ def load_stats(path: str | Path) -> dict:
         InputNotFoundError: no such file.
         StatsError: not valid JSON.
     """
-    p = Path(path)
+    p = local_dataset(path)
     if p.is_dir():
         p = DatasetLayout(p).stats
     if not p.is_file():

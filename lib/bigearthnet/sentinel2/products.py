@@ -29,6 +29,7 @@ from bigearthnet.errors import (
 )
 from bigearthnet.sentinel2.bands import BANDS, SCL, STAC_ASSET_ALIASES
 from bigearthnet.sentinel2.naming import parse_product_name
+from bigearthnet.storage import ObjectStore, S3Uri, is_s3_uri
 
 ALL_LAYERS: tuple[str, ...] = tuple(b.name for b in BANDS) + (SCL.name,)
 _RESOLUTION = {b.name: b.resolution_m for b in BANDS} | {SCL.name: SCL.resolution_m}
@@ -188,7 +189,10 @@ def discover_products(root: str | Path) -> tuple[list[ProductSource], list[Disco
         InputNotFoundError: ``root`` does not exist.
         EmptyInputError: ``root`` holds no product at all.
         BigEarthNetError: a duplicated product id (the same product twice).
+        BucketNotFoundError, ObjectStoreAccessError: an ``s3://`` root cannot be listed.
     """
+    if is_s3_uri(root):
+        return _checked(str(root), *discover_s3_products(S3Uri.parse(str(root))))
     root = Path(root)
     if not root.exists():
         raise InputNotFoundError(f"input folder {root} does not exist")
@@ -210,6 +214,12 @@ def discover_products(root: str | Path) -> tuple[list[ProductSource], list[Disco
                     sources.append(resolve_stac_item(path, item))
         except BigEarthNetError as exc:
             failures.append(DiscoveryFailure(str(path), type(exc).__name__, str(exc)))
+    return _checked(str(root), sources, failures)
+
+
+def _checked(root: str, sources: list[ProductSource],
+             failures: list[DiscoveryFailure]) -> tuple[list[ProductSource], list[DiscoveryFailure]]:
+    """Refuse an empty input and duplicated products; sort by product id."""
     if not sources and not failures:
         raise EmptyInputError(
             f"no Sentinel-2 L2A product in {root}: expected <name>.SAFE folders, SAFE .zip files "
@@ -225,3 +235,140 @@ def discover_products(root: str | Path) -> tuple[list[ProductSource], list[Disco
         seen[src.product_id] = src.path
     sources.sort(key=lambda s: s.product_id)
     return sources, failures
+
+
+# --- products on an object store (s3://bucket/prefix) ----------------------------------------
+
+
+def discover_s3_products(prefix: S3Uri) -> tuple[list[ProductSource], list[DiscoveryFailure]]:
+    """Find every product under an ``s3://`` prefix, from one recursive listing.
+
+    The same three layouts as on disk: ``<name>.SAFE/`` prefixes (layers as ``/vsis3/…``),
+    SAFE zips (their central directory read with ranged GETs through pyarrow, layers as
+    ``/vsizip//vsis3/…``) and STAC items (hrefs relative to the item's key become
+    ``/vsis3/…``). Checksums are not read for these sources (the task cannot stream
+    ``/vsis3/`` files to verify them).
+
+    Raises:
+        InputNotFoundError: nothing under ``prefix``.
+        BucketNotFoundError, ObjectStoreAccessError: the bucket is missing or not readable.
+    """
+    store = ObjectStore()
+    store.settings.apply()  # the sources are /vsis3/ paths: GDAL opens them here too
+    base, files = prefix, store.list(prefix)
+    if not files and prefix.key and store.exists(prefix):  # one zip or STAC item
+        base, files = prefix.parent, {prefix.name: store.info(prefix).size}
+    if not files:
+        store.check_bucket(prefix)
+        raise InputNotFoundError(f"input {prefix} holds no object; check the prefix")
+    safes: dict[str, list[str]] = {}
+    others: list[str] = []
+    for rel in sorted(files):
+        parts = rel.split("/")
+        cut = next((i for i, p in enumerate(parts[:-1]) if p.endswith(".SAFE")), None)
+        if cut is not None:
+            safes.setdefault("/".join(parts[:cut + 1]), []).append("/".join(parts[cut + 1:]))
+        elif rel.endswith((".zip", ".json")):
+            others.append(rel)
+    sources: list[ProductSource] = []
+    failures: list[DiscoveryFailure] = []
+    for rel in sorted(safes) + others:
+        uri = base.join(rel)
+        try:
+            if rel in safes:
+                sources.append(_resolve_s3_safe(uri, safes[rel]))
+            elif rel.endswith(".zip"):
+                sources.append(_resolve_s3_zip(store, uri))
+            else:
+                source = _resolve_s3_stac(store, uri, base, files)
+                if source is not None:
+                    sources.append(source)
+        except BigEarthNetError as exc:
+            failures.append(DiscoveryFailure(str(uri), type(exc).__name__, str(exc)))
+    return sources, failures
+
+
+def _resolve_s3_safe(uri: S3Uri, names: list[str]) -> ProductSource:
+    name = parse_product_name(uri.name, source=str(uri))
+    layers = {layer: uri.join(_pick_band_file(names, layer, name.name, str(uri))).gdal
+              for layer in ALL_LAYERS}
+    return ProductSource(name.name, "safe", str(uri), layers)
+
+
+def _resolve_s3_zip(store: ObjectStore, uri: S3Uri) -> ProductSource:
+    from bigearthnet.errors import CorruptRasterError
+
+    try:
+        with store.fs.open_input_file(uri.path) as fh, zipfile.ZipFile(fh) as zf:
+            names = zf.namelist()
+    except (zipfile.BadZipFile, EOFError) as exc:
+        raise CorruptRasterError(f"product zip {uri} cannot be read ({exc}); re-upload it") from exc
+    except OSError as exc:
+        from bigearthnet.storage import object_error
+
+        raise object_error(exc, uri, "read") from None
+    tops = sorted({n.split("/", 1)[0] for n in names if n.split("/", 1)[0].endswith(".SAFE")})
+    name = parse_product_name(tops[0] if tops else uri.name, source=str(uri))
+    layers = {layer: f"/vsizip/{uri.gdal}/{_pick_band_file(names, layer, name.name, str(uri))}"
+              for layer in ALL_LAYERS}
+    return ProductSource(name.name, "zip", str(uri), layers)
+
+
+def _s3_href(href: str, item: S3Uri) -> tuple[str, S3Uri | None]:
+    """(GDAL path, the S3 object when the href is one) of a STAC asset href."""
+    if href.startswith(("http://", "https://")):
+        return "/vsicurl/" + href, None
+    if is_s3_uri(href):
+        target = S3Uri.parse(href)
+        return target.gdal, target
+    if href.startswith(("/", "file://")):
+        return href.removeprefix("file://"), None
+    parts: list[str] = item.parent.key.split("/") if item.parent.key else []
+    for part in href.split("/"):
+        if part == "..":
+            if parts:
+                parts.pop()
+        elif part not in ("", "."):
+            parts.append(part)
+    target = S3Uri(item.bucket, "/".join(parts))
+    return target.gdal, target
+
+
+def _resolve_s3_stac(store: ObjectStore, uri: S3Uri, base: S3Uri,
+                     files: dict[str, int]) -> ProductSource | None:
+    try:
+        doc = json.loads(store.read_bytes(uri))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise StacItemError(f"{uri} is not valid JSON ({exc}); remove it or fix it") from exc
+    if not (isinstance(doc, dict) and doc.get("type") == "Feature" and "assets" in doc):
+        return None
+    props = doc.get("properties") or {}
+    name = parse_product_name(str(props.get("s2:product_uri") or doc.get("id") or ""),
+                              source=str(uri))
+    assets = doc.get("assets")
+    if not isinstance(assets, dict):
+        raise StacItemError(f"STAC item {uri} (product {name.name}) has no 'assets' mapping")
+    layers: dict[str, str] = {}
+    for layer in ALL_LAYERS:
+        key = next((k for k in STAC_ASSET_ALIASES[layer] if k in assets), None)
+        if key is None:
+            raise MissingBandError(
+                f"product {name.name}: STAC item {uri} has no asset for band {layer} "
+                f"(looked for keys {', '.join(STAC_ASSET_ALIASES[layer])})")
+        href = assets[key].get("href") if isinstance(assets[key], dict) else None
+        if not href:
+            raise StacItemError(f"STAC item {uri}: asset {key} has no href")
+        gdal, target = _s3_href(href, uri)
+        if target is not None:
+            listed = (target.bucket == base.bucket and target.key.startswith(f"{base.key}/")
+                      and base.relative(target.path) in files)
+            if not listed and not store.exists(target):
+                raise MissingBandError(
+                    f"product {name.name}: band {layer} file {target} (asset {key} of {uri}) "
+                    "does not exist")
+        elif not gdal.startswith("/vsi") and not os.path.exists(gdal):
+            raise MissingBandError(
+                f"product {name.name}: band {layer} file {gdal} (asset {key} of {uri}) "
+                "does not exist")
+        layers[layer] = gdal
+    return ProductSource(name.name, "stac", str(uri), layers)

@@ -14,6 +14,7 @@ from pathlib import Path
 from bigearthnet.config import BuildConfig
 from bigearthnet.dataset.io import check_output, staged_output
 from bigearthnet.dataset.layout import DatasetLayout
+from bigearthnet.dataset.objectstore import S3Build, s3_build
 from bigearthnet.errors import BigEarthNetError, BuildFailedError, error_from_name
 from bigearthnet.sentinel2.products import ProductSource, discover_products
 from bigearthnet.spark.sedona_labels import read_tile_labels, sedona_spark_labels
@@ -51,8 +52,9 @@ def _plan_all(sources: list[ProductSource]) -> tuple[dict[int, TilePlan], dict[i
 
 def _run_tasks(spark, sources: list[ProductSource], staging: Path, cfg: BuildConfig,
                label_stats: dict[int, dict] | None = None,
-               failed: dict[int, dict] | None = None) -> TaskRun:
+               failed: dict[int, dict] | None = None, remote: S3Build | None = None) -> TaskRun:
     payload = [s.to_json() for s in sources]
+    task_io = remote.task if remote is not None else None  # S3 settings (and run) for tasks
     cfg_json, staging_str = cfg.model_dump_json(), str(staging)
     failed = failed or {}
 
@@ -63,11 +65,18 @@ def _run_tasks(spark, sources: list[ProductSource], staging: Path, cfg: BuildCon
         if label_stats is not None:  # the sedona-spark engine ran before the pixel tasks
             def labels(stats: dict = label_stats[task_id]):
                 return read_tile_labels(Path(staging_str), task_id, stats)
-        return build_product(task_id, ProductSource.from_json(payload[task_id]), Path(staging_str),
-                             BuildConfig.model_validate_json(cfg_json), labels)
+
+        def run(folder: Path) -> dict:
+            return build_product(task_id, ProductSource.from_json(payload[task_id]), folder,
+                                 BuildConfig.model_validate_json(cfg_json), labels)
+
+        return run(Path(staging_str)) if task_io is None else task_io.run(run, Path(staging_str))
 
     # on_error: fail ends the job at the first failure (the other tasks are cancelled).
-    failures = DatasetLayout(staging).failures if cfg.on_error == "fail" else None
+    failures = None
+    if cfg.on_error == "fail":
+        failures = (remote.failure_board() if remote is not None and remote.out is not None
+                    else DatasetLayout(staging).failures)
     return run_indexed_tasks(spark, len(sources), task, SUMMARY_FIELDS, failure_dir=failures)
 
 
@@ -79,8 +88,10 @@ def run_build(cfg: BuildConfig) -> dict:
             BuildFailedError when every product failed.
     """
     t0 = time.perf_counter()
-    out = Path(cfg.out).resolve()
-    check_output(out, cfg.overwrite)
+    remote = s3_build(cfg)  # None unless an s3:// URI is involved; checks an s3:// output
+    out = None if remote is not None and remote.out is not None else Path(cfg.out).resolve()
+    if out is not None:
+        check_output(out, cfg.overwrite)
     sources, discovery_failures = discover_products(cfg.products)
     if discovery_failures and cfg.on_error == "fail":
         first = discovery_failures[0]
@@ -89,7 +100,7 @@ def run_build(cfg: BuildConfig) -> dict:
     t_discover = time.perf_counter() - t0
 
     engine_first = cfg.clc is not None and cfg.label_engine in PLAN_ENGINES
-    with staged_output(out, cfg.overwrite) as staging:
+    with (staged_output(out, cfg.overwrite) if out is not None else remote.staged()) as staging:
         DatasetLayout(staging).create_task_folders()
         spark = get_session(cfg.spark, master=None, require_sedona=engine_first)
         label_stats, plan_failed, t_labels = None, {}, 0.0
@@ -102,7 +113,7 @@ def run_build(cfg: BuildConfig) -> dict:
             label_stats = engine(spark, plans, cfg, staging) if plans else {}
             t_labels = time.perf_counter() - t1
         t1 = time.perf_counter()
-        run = (_run_tasks(spark, sources, staging, cfg, label_stats, plan_failed)
+        run = (_run_tasks(spark, sources, staging, cfg, label_stats, plan_failed, remote)
                if sources else TaskRun())
         summaries = run.rows
         t_tiling = time.perf_counter() - t1
@@ -123,6 +134,8 @@ def run_build(cfg: BuildConfig) -> dict:
         manifest["counts"]["task_attempts_retried"] = run.failed_attempts
         if cfg.clc is not None:
             t2 = time.perf_counter()
+            if remote is not None:
+                remote.pull_parts(staging)
             finish_labeled(staging, ok, manifest)
             manifest["timings_s"]["merge_s"] = time.perf_counter() - t2
         seal_staging(staging, manifest, DatasetLayout(staging).build_config, cfg.model_dump_json(indent=2))

@@ -44,7 +44,7 @@ class TaskRun:
 
 def run_indexed_tasks(spark: Any, n: int, task: Callable[[int], dict],
                       fields: tuple[tuple[str, str], ...],
-                      failure_dir: str | Path | None = None) -> TaskRun:
+                      failure_dir: str | Path | Any | None = None) -> TaskRun:
     """Run ``task(i)`` for i in 0..n-1, one Spark task each; return the rows sorted by index.
 
     Args:
@@ -57,7 +57,11 @@ def run_indexed_tasks(spark: Any, n: int, task: Callable[[int], dict],
             ``<task_id>.json`` at once, and the driver cancels the whole job (its job group, with
             running tasks interrupted) as soon as it sees the file: the first failure ends the
             job within seconds instead of after every other task. The folder must be visible to
-            driver and executors (it lives in the staging folder).
+            driver and executors (it lives in the staging folder). Instead of a folder, a board
+            object with the same duties (``report(task_id, row)`` in the task;
+            ``has_failure()``, ``failures()``, ``ok_count()`` on the driver), such as the
+            object-store one of an ``s3://`` output
+            (:class:`bigearthnet.dataset.objectstore.S3FailureBoard`).
 
     Returns:
         A :class:`TaskRun`.
@@ -66,35 +70,52 @@ def run_indexed_tasks(spark: Any, n: int, task: Callable[[int], dict],
         return TaskRun()
     schema = pa.schema([(name, _ARROW[kind]) for name, kind in fields])
     ddl = ", ".join(f"{name} {kind}" for name, kind in fields)
-    signal = None if failure_dir is None else str(failure_dir)
+    board = (None if failure_dir is None else failure_dir if hasattr(failure_dir, "report")
+             else _FolderBoard(str(failure_dir)))
 
     def run_partition(batches):
         for batch in batches:
             for task_id in batch.column(0).to_pylist():
                 row = task(task_id)
-                if signal is not None:
-                    _report(Path(signal), task_id, row)
+                if board is not None:
+                    board.report(task_id, row)
                 yield pa.RecordBatch.from_pylist([row], schema=schema)
 
     frame = spark.range(0, n, 1, numPartitions=n).mapInArrow(run_partition, ddl)
-    return _collect(spark, frame, None if signal is None else Path(signal), n)
+    return _collect(spark, frame, board, n)
 
 
-def _report(folder: Path, task_id: int, row: dict) -> None:
-    """A failed task writes its row as ``<task_id>.json``; a good one an empty ``<id>.ok``.
+@dataclass(frozen=True)
+class _FolderBoard:
+    """Failure reports as files in a folder that driver and executors share."""
 
-    The folder is created by the driver; a task never creates it (nor its parents).
-    """
-    if row.get("status") == "ok":
-        (folder / f"{task_id}.ok").write_text("")
-        return
-    doc = {k: v for k, v in row.items() if not isinstance(v, bytes | bytearray)}
-    tmp = folder / f".{task_id}.json.tmp"
-    tmp.write_text(json.dumps(doc, default=str))
-    os.replace(tmp, folder / f"{task_id}.json")
+    folder: str
+
+    def report(self, task_id: int, row: dict) -> None:
+        """A failed task writes its row as ``<task_id>.json``; a good one an empty ``<id>.ok``.
+
+        The folder is created by the driver; a task never creates it (nor its parents).
+        """
+        folder = Path(self.folder)
+        if row.get("status") == "ok":
+            (folder / f"{task_id}.ok").write_text("")
+            return
+        doc = {k: v for k, v in row.items() if not isinstance(v, bytes | bytearray)}
+        tmp = folder / f".{task_id}.json.tmp"
+        tmp.write_text(json.dumps(doc, default=str))
+        os.replace(tmp, folder / f"{task_id}.json")
+
+    def has_failure(self) -> bool:
+        return any(Path(self.folder).glob("*.json"))
+
+    def failures(self) -> list[dict]:
+        return [json.loads(p.read_text()) for p in Path(self.folder).glob("*.json")]
+
+    def ok_count(self) -> int:
+        return len(list(Path(self.folder).glob("*.ok")))
 
 
-def _collect(spark: Any, frame: Any, folder: Path | None, n: int) -> TaskRun:
+def _collect(spark: Any, frame: Any, board: Any | None, n: int) -> TaskRun:
     """Collect the job in a thread under its own job group; cancel it at a reported failure."""
     sc = spark.sparkContext
     group = f"bigearthnet-{uuid.uuid4().hex[:12]}"
@@ -112,7 +133,7 @@ def _collect(spark: Any, frame: Any, folder: Path | None, n: int) -> TaskRun:
     cancelled = False
     while thread.is_alive():
         thread.join(timeout=0.2)
-        if folder is not None and thread.is_alive() and any(folder.glob("*.json")):
+        if board is not None and thread.is_alive() and board.has_failure():
             sc.cancelJobGroup(group)
             cancelled = True
             thread.join()
@@ -122,9 +143,8 @@ def _collect(spark: Any, frame: Any, folder: Path | None, n: int) -> TaskRun:
     if not cancelled:
         rows = sorted((r.asDict() for r in box["rows"]), key=lambda r: r["task_id"])
         return TaskRun(rows, attempts)
-    failed = sorted((json.loads(p.read_text()) for p in folder.glob("*.json")),
-                    key=lambda r: r["task_id"])
-    ok = len(list(folder.glob("*.ok")))
+    failed = sorted(board.failures(), key=lambda r: r["task_id"])
+    ok = board.ok_count()
     for row in failed:
         row["cancelled_tasks"] = max(n - ok - len(failed), 0)
     return TaskRun(failed, attempts, cancelled=True)

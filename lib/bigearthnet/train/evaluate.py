@@ -33,6 +33,7 @@ import torch
 
 from bigearthnet.dataset.io import staged_output
 from bigearthnet.dataset.loader import make_loader, split_dir
+from bigearthnet.dataset.objectstore import local_dataset
 from bigearthnet.dataset.transforms import BatchTransform
 from bigearthnet.errors import DatasetSchemaError, RunNotFoundError
 from bigearthnet.train.checkpoint import checkpoint_path, load_checkpoint
@@ -145,7 +146,7 @@ def evaluate(run_dir: str | os.PathLike[str], split: str = "test", *,
             f"{ckpt_file} does not exist: the run has not finished an epoch yet"
         )
     ckpt = load_checkpoint(ckpt_file)
-    data = Path(dataset) if dataset is not None else Path(cfg.dataset)
+    data = local_dataset(dataset if dataset is not None else cfg.dataset)  # s3://: a local copy
     split_dir(data, split)
     class_names = dataset_class_names(data, cfg.label_set)
     trained_on = list(ckpt.get("class_names") or class_names)

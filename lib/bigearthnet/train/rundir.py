@@ -24,6 +24,7 @@ import yaml
 
 from bigearthnet.dataset.layout import DatasetLayout
 from bigearthnet.dataset.loader import split_dir
+from bigearthnet.dataset.objectstore import local_dataset
 from bigearthnet.dataset.transforms import load_stats
 from bigearthnet.errors import (
     CheckpointError,
@@ -76,7 +77,7 @@ def dataset_class_names(dataset: str | os.PathLike[str], label_set: str) -> list
         InputNotFoundError: no ``manifest.json``.
         DatasetSchemaError: the manifest lacks the class order or it has the wrong length.
     """
-    path = DatasetLayout.of(dataset).manifest
+    path = DatasetLayout(local_dataset(dataset)).manifest
     if not path.is_file():
         raise InputNotFoundError(f"dataset manifest {path} does not exist; was the dataset built?")
     try:

@@ -1,0 +1,149 @@
+"""Builds to and from a real S3-compatible server (versitygw on 127.0.0.1): the same dataset as
+a local build, read back by the loader, refused without ``_SUCCESS``, and a build whose driver
+is SIGKILLed leaves nothing readers accept while the rerun completes and removes its debris."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from bigearthnet.config import BuildConfig, SparkConfig
+from bigearthnet.dataset.layout import DatasetLayout
+from bigearthnet.dataset.objectstore import RUNS, committed_run, local_dataset
+from bigearthnet.errors import IncompleteDatasetError
+from bigearthnet.spark.build import run_build
+from bigearthnet.storage import ObjectStore, S3Uri
+from s3.conftest import upload_tree
+from worlds import synth_world
+
+pytestmark = pytest.mark.spark
+
+LOCAL2 = SparkConfig(master="local[2]")
+
+
+@pytest.fixture(scope="module")
+def built(world_jp2, s3_server, tmp_path_factory):
+    """The world_jp2 inputs built locally and from S3 to S3 (the same config otherwise)."""
+    saved = dict(os.environ)
+    os.environ.update(s3_server.env())
+    try:
+        local = tmp_path_factory.mktemp("local") / "ds"
+        run_build(BuildConfig(products=str(world_jp2 / "products"),
+                              clc=str(world_jp2 / "clc" / "clc2018.gpkg"), out=str(local),
+                              spark=LOCAL2))
+        products = upload_tree(s3_server, world_jp2 / "products", "build/products")
+        clc = upload_tree(s3_server, world_jp2 / "clc", "build/clc") + "/clc2018.gpkg"
+        out = f"s3://{s3_server.bucket}/build/ds"
+        manifest = run_build(BuildConfig(products=products, clc=clc, out=out, spark=LOCAL2))
+        return local, out, manifest
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _tables(root: Path) -> dict[str, object]:
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.parquet"))
+    return {f: pq.read_table(root / f) for f in files}
+
+
+def test_s3_build_equals_the_local_build(built, s3_env):
+    local, out, manifest = built
+    store = ObjectStore()
+    run, run_id = committed_run(out)
+    top = store.list(S3Uri.parse(out))
+    assert set(top) == {"_SUCCESS"} | {f"{RUNS}/{run_id}/{k}" for k in store.list(run)}
+    assert not any("_parts" in k or ".inprogress" in k for k in top)
+    copy = local_dataset(out)
+    assert copy.name == run_id and (copy / "_SUCCESS").is_file()
+    mine, theirs = _tables(copy), _tables(local)
+    assert list(mine) == list(theirs) and any("split=train" in f for f in mine)
+    for name, table in theirs.items():
+        assert mine[name].equals(table), name  # ids, labels, splits, tensors: every column
+    ref = json.loads(DatasetLayout(local).manifest.read_text())
+    assert manifest["counts"] == ref["counts"] and manifest["counts"]["patches_kept"] > 0
+    assert json.loads(DatasetLayout(copy).stats.read_text()) == json.loads(
+        DatasetLayout(local).stats.read_text())
+
+
+def test_loader_reads_the_s3_dataset(built, s3_env):
+    from bigearthnet.dataset.loader import make_loader
+
+    local, out, _ = built
+    cols = ("patch_id", "bands_10m", "bands_20m", "bands_60m", "multi_hot_43")
+    for split in ("train", "validation"):
+        a = list(make_loader(out, split, 4, 0, columns=cols, shuffle=True, seed=3))
+        b = list(make_loader(local, split, 4, 0, columns=cols, shuffle=True, seed=3))
+        assert len(a) == len(b) > 0
+        for x, y in zip(a, b, strict=True):
+            assert x["patch_id"] == y["patch_id"]
+            for col in ("bands_10m", "bands_20m", "bands_60m", "multi_hot_43"):
+                np.testing.assert_array_equal(x[col].numpy(), y[col].numpy())
+
+
+def test_a_prefix_without_success_is_refused(built, s3_env):
+    from bigearthnet.dataset.loader import make_loader, split_dir
+    from bigearthnet.dataset.transforms import load_stats
+
+    local, _, _ = built
+    uri = upload_tree(s3_env, local, "uncommitted/_runs/r1")  # every file, but no commit
+    prefix = uri.removesuffix("/_runs/r1")
+    for read in (lambda: split_dir(prefix, "train"), lambda: load_stats(prefix),
+                 lambda: make_loader(prefix, "train", 4, 0)):
+        with pytest.raises(IncompleteDatasetError, match=f"{prefix} has no _SUCCESS"):
+            read()
+
+
+KILL_PRODUCTS = [
+    "S2A_MSIL2A_20170617T113321_N0205_R080_T29UPU_20170617T113319",
+    "S2A_MSIL2A_20170613T101031_N0205_R022_T33UUP_20170613T101608",
+    "S2A_MSIL2A_20170818T103021_N0205_R108_T32TMT_20170818T103407",
+    "S2A_MSIL2A_20170717T113321_N0205_R080_T29UPV_20170717T113319",
+]
+
+
+@pytest.mark.slow
+def test_killed_s3_build_leaves_nothing_readers_accept_and_the_rerun_completes(
+        s3_env, tmp_path):
+    from bigearthnet.dataset.loader import split_dir
+
+    world = synth_world(tmp_path / "world", KILL_PRODUCTS, 1200, "jp2", seed=5)
+    products = upload_tree(s3_env, world / "products", "kill/products")
+    clc = upload_tree(s3_env, world / "clc", "kill/clc") + "/clc2018.gpkg"
+    out = S3Uri(s3_env.bucket, "kill/ds")
+    store = ObjectStore()
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bigearthnet.cli", "build", "--products", products, "--clc", clc,
+         "--out", str(out), "--master", "local[2]"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not any("/patches/" in k for k in store.list(out.join(RUNS))):
+            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "no task file appeared"
+            time.sleep(0.1)
+    finally:
+        # The driver node dies: the driver, its JVM and the executors' Python workers.
+        subprocess.run(["pkill", "-KILL", "-s", str(proc.pid)], check=False)
+        proc.wait()
+    dead = store.list(out.join(RUNS))
+    assert dead and not store.exists(out.join("_SUCCESS"))
+    for read in (lambda: committed_run(str(out)), lambda: local_dataset(str(out)),
+                 lambda: split_dir(str(out), "train")):
+        with pytest.raises(IncompleteDatasetError, match=f"{out} has no _SUCCESS"):
+            read()
+    dead_runs = {k.split("/", 1)[0] for k in dead}
+    manifest = run_build(BuildConfig(products=products, clc=clc, out=str(out), spark=LOCAL2))
+    _, run_id = committed_run(str(out))
+    left = {k.split("/", 1)[0] for k in store.list(out.join(RUNS))}
+    assert left == {run_id} and run_id not in dead_runs  # the dead run's files are gone
+    assert manifest["counts"]["products"] == 4
+    assert split_dir(str(out), "train").is_dir()

@@ -1,0 +1,125 @@
+"""Object storage without Spark: URIs, discovery of every product layout on S3, the CLC read
+in place, named errors for bad credentials and missing buckets, and the output checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bigearthnet.errors import (
+    BucketNotFoundError,
+    IncompleteDatasetError,
+    InputNotFoundError,
+    ObjectStoreAccessError,
+    OutputExistsError,
+    UnsupportedStorageError,
+)
+from bigearthnet.storage import S3Settings, S3Uri, gdal_path
+from s3.conftest import upload_tree
+
+
+def test_uris_and_settings():
+    uri = S3Uri.parse("s3://bucket/a/b/")
+    assert (uri.bucket, uri.key, str(uri)) == ("bucket", "a/b", "s3://bucket/a/b")
+    assert uri.join("_runs", "x/").gdal == "/vsis3/bucket/a/b/_runs/x"
+    assert gdal_path("s3://b/k.gpkg") == "/vsis3/b/k.gpkg" and gdal_path("/x/y") == "/x/y"
+    s = S3Settings.from_env({"AWS_ENDPOINT_URL": "http://127.0.0.1:9000", "AWS_ACCESS_KEY_ID": "k",
+                             "AWS_SECRET_ACCESS_KEY": "s", "AWS_DEFAULT_REGION": "eu-west-1"})
+    conf = s.gdal_config()
+    assert conf["AWS_S3_ENDPOINT"] == "127.0.0.1:9000" and conf["AWS_HTTPS"] == "NO"
+    assert conf["AWS_VIRTUAL_HOSTING"] == "FALSE" and conf["AWS_REGION"] == "eu-west-1"
+    assert "s" not in repr(s).split("secret")[0][-3:]  # credentials are not in the repr
+    assert "AWS_S3_ENDPOINT" not in S3Settings.from_env({}).gdal_config()  # AWS itself
+
+
+@pytest.mark.parametrize("world", ["world_jp2", "world_zip", "world_cog"])
+def test_discovery_and_reads_on_s3_match_local(world, s3_env, request):
+    """SAFE folders, SAFE zips and STAC items with COGs: the same products and the same pixels
+    through /vsis3/ as from disk."""
+    from bigearthnet.sentinel2.products import discover_products
+    from bigearthnet.sentinel2.reader import OpenProduct
+
+    local = request.getfixturevalue(world)
+    uri = upload_tree(s3_env, local / "products", f"inputs/{world}")
+    remote, failures = discover_products(uri)
+    here, _ = discover_products(local / "products")
+    assert not failures
+    assert [s.product_id for s in remote] == [s.product_id for s in here] and len(remote) == 2
+    for r, h in zip(remote, here, strict=True):
+        assert r.kind == h.kind and r.path.startswith("s3://")
+        assert all(p.startswith(("/vsis3/", "/vsizip//vsis3/")) for p in r.layers.values())
+        with OpenProduct(r) as a, OpenProduct(h) as b:
+            assert (a.epsg, a.grid) == (b.epsg, b.grid)
+            sa, sb = next(a.strips(1)), next(b.strips(1))
+            for band in ("B02", "B11", "B01"):
+                np.testing.assert_array_equal(sa.bands[band], sb.bands[band])
+            np.testing.assert_array_equal(sa.scl, sb.scl)
+
+
+def test_clc_is_read_in_place_from_s3(world_jp2, s3_env):
+    from bigearthnet.clc.reader import read_clc_bbox
+    from bigearthnet.errors import ClcReadError
+
+    gpkg = world_jp2 / "clc" / "clc2018.gpkg"
+    uri = upload_tree(s3_env, gpkg.parent, "inputs/clc") + "/clc2018.gpkg"
+    bounds = (600000.0, 5897640.0, 602400.0, 5900040.0)  # T29UPU, 2 x 2 patches
+    codes, geoms, stats = read_clc_bbox(uri, bounds, "EPSG:32629")
+    codes0, geoms0, stats0 = read_clc_bbox(gpkg, bounds, "EPSG:32629")
+    assert stats == stats0 and stats["kept"] > 0
+    np.testing.assert_array_equal(codes, codes0)
+    assert all(a.equals_exact(b, 0) for a, b in zip(geoms, geoms0, strict=True))
+    with pytest.raises(InputNotFoundError, match="inputs/clc/missing.gpkg"):
+        read_clc_bbox(uri.replace("clc2018", "missing"), bounds, "EPSG:32629")
+    assert ClcReadError  # the unreadable case is covered locally (tests/clc)
+
+
+def test_bad_credentials_and_missing_bucket_are_named_errors(world_jp2, s3_env, monkeypatch):
+    from bigearthnet.config import BuildConfig
+    from bigearthnet.dataset.loader import split_dir
+    from bigearthnet.sentinel2.products import discover_products
+    from bigearthnet.spark.build import run_build
+
+    uri = upload_tree(s3_env, world_jp2 / "products", "inputs/creds")
+    missing = f"s3://no-such-bucket-{s3_env.bucket}/ds"
+    with pytest.raises(BucketNotFoundError, match=f"{missing}.*does not exist"):
+        run_build(BuildConfig(products=uri, out=missing))
+    with pytest.raises(BucketNotFoundError, match=missing):
+        discover_products(missing)
+    with pytest.raises(BucketNotFoundError, match=missing):
+        split_dir(missing, "train")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret")
+    with pytest.raises(ObjectStoreAccessError, match=f"{uri}.*AWS_SECRET_ACCESS_KEY"):
+        discover_products(uri)
+    with pytest.raises(ObjectStoreAccessError, match=f"s3://{s3_env.bucket}/ds"):
+        run_build(BuildConfig(products=str(world_jp2 / "products"),
+                              out=f"s3://{s3_env.bucket}/ds"))
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
+    with pytest.raises(ObjectStoreAccessError, match="cannot be reached"):
+        discover_products(uri)
+
+
+def test_output_checks(world_jp2, s3_env):
+    from bigearthnet.config import BuildConfig
+    from bigearthnet.spark.build import run_build
+    from bigearthnet.storage import ObjectStore
+
+    store = ObjectStore()
+    products, clc = str(world_jp2 / "products"), str(world_jp2 / "clc" / "clc2018.gpkg")
+    base = S3Uri(s3_env.bucket, "checks")
+    store.write_bytes(base.join("foreign", "x.txt"), b"not ours")
+    with pytest.raises(OutputExistsError, match="holds objects that no build wrote"):
+        run_build(BuildConfig(products=products, out=str(base.join("foreign"))))
+    store.write_bytes(base.join("done", "_SUCCESS"), b'{"run_id": "r"}')
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        run_build(BuildConfig(products=products, out=str(base.join("done"))))
+    with pytest.raises(UnsupportedStorageError, match="bucket root"):
+        run_build(BuildConfig(products=products, out=f"s3://{s3_env.bucket}"))
+    with pytest.raises(UnsupportedStorageError, match="sedonadb"):
+        run_build(BuildConfig(products=products, clc=clc, out=str(base.join("sedona")),
+                              label_engine="sedona-spark"))
+    with pytest.raises(UnsupportedStorageError, match="--append"):
+        run_build(BuildConfig(products=products, out=str(base.join("append")), append=True))
+    with pytest.raises(IncompleteDatasetError, match=f"{base.join('nothing')} has no _SUCCESS"):
+        from bigearthnet.dataset.objectstore import local_dataset
+
+        local_dataset(str(base.join("nothing")))
