@@ -26,3 +26,32 @@ def copy_products(world: Path, dest: Path) -> Path:
     """A writable copy of a world's products folder (for corrupting inputs)."""
     shutil.copytree(world / "products", dest)
     return dest
+
+
+def resign(products: Path) -> Path:
+    """Rewrite the checksums of every product under ``products`` for the files as they are now
+    (``manifest.safe`` of SAFE folders, ``file:checksum``/``file:size`` of STAC assets whose file
+    exists): a product its producer wrote wrong, rather than one damaged after it was written."""
+    import json
+
+    from bigearthnet.errors import ProductNameError
+    from bigearthnet.sentinel2.checksums import file_multihash
+    from bigearthnet.sentinel2.naming import parse_product_name
+    from bigearthnet.synth.writers import safe_manifest_xml
+
+    for safe in sorted(products.rglob("*.SAFE")):
+        if (safe / "manifest.safe").exists():
+            try:
+                name = parse_product_name(safe.name)
+            except ProductNameError:
+                continue  # renamed: its files are as written
+            (safe / "manifest.safe").write_text(safe_manifest_xml(name, safe))
+    for item_path in sorted(products.rglob("*.json")):
+        item = json.loads(item_path.read_text())
+        for asset in item.get("assets", {}).values():
+            target = item_path.parent / asset.get("href", "")
+            if "file:checksum" in asset and target.is_file():
+                asset["file:checksum"] = file_multihash(target)
+                asset["file:size"] = target.stat().st_size
+        item_path.write_text(json.dumps(item, indent=2) + "\n")
+    return products

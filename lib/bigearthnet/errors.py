@@ -195,6 +195,30 @@ class DistributedTrainingError(BigEarthNetError, RuntimeError):
     """A distributed training process (local DDP or a TorchDistributor task) failed."""
 
 
+# --- faults: silent corruption, full disks, damaged datasets ---------------------------------
+
+
+@register
+class ChecksumMismatchError(CorruptRasterError):
+    """A product file's size or digest differs from its ``manifest.safe`` or STAC checksum
+    (a corrupt raster found before decoding, where a decoder might not notice)."""
+
+
+@register
+class ProductManifestError(BigEarthNetError, ValueError):
+    """A product's ``manifest.safe`` or a STAC asset's ``file:checksum`` cannot be parsed."""
+
+
+@register
+class DiskFullError(BigEarthNetError, OSError):
+    """The output filesystem ran out of space (ENOSPC, EDQUOT) while a job wrote to it."""
+
+
+@register
+class CorruptDatasetError(BigEarthNetError, OSError):
+    """A dataset file (Parquet, ``stats.json``, ``manifest.json``) is truncated or unreadable."""
+
+
 # --- object storage (s3:// inputs and outputs) ----------------------------------------------
 
 
@@ -216,3 +240,23 @@ class BucketNotFoundError(ObjectStoreError, FileNotFoundError):
 @register
 class UnsupportedStorageError(BigEarthNetError, ValueError):
     """An option that does not work with ``s3://`` inputs or outputs (says what to use)."""
+
+
+# --- interop: reBEN / v1 folder archives in and out ------------------------------------------
+
+
+@register
+class PatchMissingError(BigEarthNetError, FileNotFoundError):
+    """A patch an archive's metadata lists is missing on disk (its folder or one of its files)."""
+
+
+@register
+class ArchiveMetadataError(BigEarthNetError, ValueError):
+    """A reBEN archive's ``metadata.parquet`` lacks a column, repeats a patch id, or holds a value
+    (split, label, patch id) that is not valid; names the file and the patch."""
+
+
+@register
+class ExportError(BigEarthNetError, ValueError):
+    """A dataset cannot be written in the requested folder layout (no labels, no reference maps
+    for reBEN, v1 names that collide); says which format or option works instead."""

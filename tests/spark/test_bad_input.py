@@ -1,4 +1,8 @@
-"""Each kind of bad input gives a named error naming the product and the file, and no output."""
+"""Each kind of bad input gives a named error naming the product and the file, and no output.
+
+The damaged products here are re-signed (their checksums rewritten for the damaged bytes), as if
+their producer had written them so: what fails is the decoder or a validator, not the checksum
+check (damage after writing is tests/faults/test_checksums.py)."""
 
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ from bigearthnet.errors import (
     TileTooSmallError,
 )
 from bigearthnet.spark.build import run_build
-from worlds import T29UPU, T33UUP, copy_products
+from worlds import T29UPU, T33UUP, copy_products, resign
 
 pytestmark = pytest.mark.spark
 
@@ -37,6 +41,7 @@ def band_file(products: Path, product: str, band: str) -> Path:
 
 
 def assert_fails(products: Path, out: Path, error: type, *needles: str, **kw) -> BigEarthNetError:
+    resign(products)
     with pytest.raises(error) as info:
         run_build(BuildConfig(products=str(products), out=str(out), **kw))
     for needle in needles:
@@ -141,6 +146,7 @@ def test_on_error_skip_builds_the_rest_and_lists_failures(spark, world_jp2, tmp_
     products = copy_products(world_jp2, tmp_path / "p")
     victim = band_file(products, T33UUP, "B09")
     victim.write_bytes(victim.read_bytes()[:200])
+    resign(products)
     out = tmp_path / "ds"
     manifest = run_build(BuildConfig(products=str(products), out=str(out), on_error="skip"))
     assert manifest["counts"]["products"] == 1 and manifest["counts"]["products_failed"] == 1
@@ -155,6 +161,7 @@ def test_cli_exit_status_and_message(world_jp2, tmp_path):
     products = copy_products(world_jp2, tmp_path / "p")
     victim = band_file(products, T29UPU, "B03")
     victim.write_bytes(victim.read_bytes()[:1000])
+    resign(products)
     out = tmp_path / "ds"
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
     proc = subprocess.run(

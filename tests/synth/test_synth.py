@@ -107,7 +107,7 @@ def _truth(root: Path, summary: dict, name: str) -> np.ndarray:
 
 def test_same_seed_gives_byte_identical_files(jp2, jp2_again):
     first, second = _hashes(jp2[0]), _hashes(jp2_again[0])
-    assert len(first) == 2 * 14 + 1 + 2 + 1  # 13 layers + MTD per product, gpkg, 2 truth, json
+    assert len(first) == 2 * 15 + 1 + 2 + 1  # 13 layers, MTD, manifest.safe; gpkg, 2 truth, json
     assert first == second
 
 
@@ -133,7 +133,7 @@ def test_jp2_layout_is_esa_safe(jp2):
     root, _ = jp2
     safe = root / "products" / f"{A}.SAFE"
     granule = safe / "GRANULE" / "L2A_T29UPU_A000000_20170617T113321" / "IMG_DATA"
-    expected = {"MTD_MSIL2A.xml"}
+    expected = {"MTD_MSIL2A.xml", "manifest.safe"}
     for layer in LAYERS:
         res = RES[layer]
         expected.add(f"{granule.relative_to(safe).as_posix()}/R{res}m/T29UPU_20170617T113321_{layer}_{res}m.jp2")
@@ -141,6 +141,31 @@ def test_jp2_layout_is_esa_safe(jp2):
     assert found == expected  # no .aux.xml sidecars either
     assert f"<PRODUCT_URI>{A}.SAFE</PRODUCT_URI>" in (safe / "MTD_MSIL2A.xml").read_text()
     assert not list((root / "products").glob(".*"))  # no temporary folders left
+
+
+def _md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def test_safe_manifest_lists_every_file_with_size_and_md5(jp2):
+    import xml.etree.ElementTree as ET
+
+    safe = jp2[0] / "products" / f"{A}.SAFE"
+    ns = {"xfdu": "urn:ccsds:schema:xfdu:1"}
+    root = ET.parse(safe / "manifest.safe").getroot()
+    assert root.tag == "{urn:ccsds:schema:xfdu:1}XFDU"
+    listed = {}
+    for obj in root.find("dataObjectSection", ns) or root.iter("dataObject"):
+        stream = obj.find("byteStream")
+        href = stream.find("fileLocation").get("href")
+        checksum = stream.find("checksum")
+        assert checksum.get("checksumName") == "MD5"
+        listed[href] = (int(stream.get("size")), checksum.text)
+    files = {p.relative_to(safe).as_posix(): p for p in safe.rglob("*")
+             if p.is_file() and p.name != "manifest.safe"}
+    assert set(listed) == {f"./{rel}" for rel in files}
+    for rel, path in files.items():
+        assert listed[f"./{rel}"] == (path.stat().st_size, _md5(path))
 
 
 def test_cog_layout_and_stac_item(cog):
@@ -162,6 +187,11 @@ def test_cog_layout_and_stac_item(cog):
         assert asset["proj:transform"] == [RES[layer], 0.0, 600000.0, 0.0, -RES[layer], 5900040.0]
         if layer != "SCL":
             assert asset["eo:bands"][0]["name"] == layer
+        # STAC file extension: SHA-256 multihash (0x12 sha2-256, 0x20 = 32 bytes) and size.
+        digest = hashlib.sha256((folder / f"{layer}.tif").read_bytes()).hexdigest()
+        assert asset["file:checksum"] == "1220" + digest
+        assert asset["file:size"] == (folder / f"{layer}.tif").stat().st_size
+    assert "https://stac-extensions.github.io/file/v2.1.0/schema.json" in item["stac_extensions"]
     assert _product(summary, A)["path"] == f"products/{A}/{A}.json"
 
 

@@ -8,7 +8,9 @@ Three layouts are understood:
 * a STAC item JSON (``"type": "Feature"``) whose assets are COGs (keys ``B02`` … or the Earth
   Search names ``blue`` …, hrefs relative to the item, absolute paths, or http(s)/s3 URLs).
 
-Discovery lists files only; no pixel is read. It runs on the Spark driver.
+Discovery lists files only; no pixel is read. It runs on the Spark driver. It also reads the
+checksums a product carries (``manifest.safe``, STAC ``file:checksum``) into the source, so the
+task that reads the files verifies them (:mod:`bigearthnet.sentinel2.checksums`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import fnmatch
 import json
 import os
 import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bigearthnet.errors import (
@@ -27,6 +29,7 @@ from bigearthnet.errors import (
     MissingBandError,
     StacItemError,
 )
+from bigearthnet.sentinel2 import checksums
 from bigearthnet.sentinel2.bands import BANDS, SCL, STAC_ASSET_ALIASES
 from bigearthnet.sentinel2.naming import parse_product_name
 from bigearthnet.storage import ObjectStore, S3Uri, is_s3_uri
@@ -44,12 +47,18 @@ class ProductSource:
         kind: ``safe``, ``zip`` or ``stac``.
         path: the SAFE folder, zip file or STAC item file.
         layers: layer name (``B01`` … ``B12``, ``SCL``) -> GDAL-readable path.
+        checksums: layer name -> expected size and digest
+            (:meth:`~bigearthnet.sentinel2.checksums.Expected.to_json`), for the layers the
+            product gives one; empty when it carries none.
+        checksums_from: the ``manifest.safe`` or STAC item the checksums come from.
     """
 
     product_id: str
     kind: str
     path: str
     layers: dict[str, str]
+    checksums: dict[str, dict] = field(default_factory=dict)
+    checksums_from: str = ""
 
     def to_json(self) -> str:
         """Serialise (sent to Spark tasks as a string)."""
@@ -87,11 +96,21 @@ def resolve_safe_dir(path: Path) -> ProductSource:
     """Locate the layers of an unzipped SAFE product."""
     name = parse_product_name(path.name, source=str(path))
     names = [str(p.relative_to(path)) for p in (path / "GRANULE").glob("*/IMG_DATA/R*m/*.jp2")]
-    layers = {
-        layer: str(path / _pick_band_file(names, layer, name.name, str(path)))
-        for layer in ALL_LAYERS
-    }
-    return ProductSource(name.name, "safe", str(path), layers)
+    rels = {layer: _pick_band_file(names, layer, name.name, str(path)) for layer in ALL_LAYERS}
+    listed = checksums.read_safe_manifest(path)
+    return ProductSource(
+        name.name, "safe", str(path), {layer: str(path / rel) for layer, rel in rels.items()},
+        _layer_checksums(rels, listed), str(path / checksums.SAFE_MANIFEST) if listed else "")
+
+
+def _layer_checksums(rels: dict[str, str], listed: dict[str, checksums.Expected]) -> dict[str, dict]:
+    """The manifest's entries of the layers (paths relative to the SAFE root)."""
+    out = {}
+    for layer, rel in rels.items():
+        expected = listed.get(Path(rel).as_posix())
+        if expected is not None:
+            out[layer] = expected.to_json()
+    return out
 
 
 def resolve_safe_zip(path: Path) -> ProductSource:
@@ -99,18 +118,23 @@ def resolve_safe_zip(path: Path) -> ProductSource:
     try:
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()
-    except (zipfile.BadZipFile, OSError) as exc:
+            tops = sorted({n.split("/", 1)[0] for n in names
+                           if n.split("/", 1)[0].endswith(".SAFE")})
+            listed = checksums.read_zip_manifest(zf, tops[0], str(path)) if tops else {}
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
         from bigearthnet.errors import CorruptRasterError
 
         raise CorruptRasterError(f"product zip {path} cannot be read ({exc}); re-download it") from exc
-    tops = sorted({n.split("/", 1)[0] for n in names if n.split("/", 1)[0].endswith(".SAFE")})
     product = tops[0] if tops else path.name
     name = parse_product_name(product, source=str(path))
-    layers = {
-        layer: f"/vsizip/{path.resolve()}/{_pick_band_file(names, layer, name.name, str(path))}"
-        for layer in ALL_LAYERS
-    }
-    return ProductSource(name.name, "zip", str(path), layers)
+    members = {layer: _pick_band_file(names, layer, name.name, str(path)) for layer in ALL_LAYERS}
+    rels = {layer: m.split("/", 1)[1] if m.startswith(f"{product}/") else m
+            for layer, m in members.items()}
+    return ProductSource(
+        name.name, "zip", str(path),
+        {layer: f"/vsizip/{path.resolve()}/{m}" for layer, m in members.items()},
+        _layer_checksums(rels, listed),
+        f"{path}!{product}/{checksums.SAFE_MANIFEST}" if listed else "")
 
 
 def _href_to_gdal(href: str, item_path: Path) -> str:
@@ -137,6 +161,7 @@ def resolve_stac_item(path: Path, item: dict | None = None) -> ProductSource:
     if not isinstance(assets, dict):
         raise StacItemError(f"STAC item {path} (product {name.name}) has no 'assets' mapping")
     layers: dict[str, str] = {}
+    expected: dict[str, dict] = {}
     for layer in ALL_LAYERS:
         key = next((k for k in STAC_ASSET_ALIASES[layer] if k in assets), None)
         if key is None:
@@ -154,7 +179,11 @@ def resolve_stac_item(path: Path, item: dict | None = None) -> ProductSource:
                 "does not exist"
             )
         layers[layer] = gdal_path
-    return ProductSource(name.name, "stac", str(path), layers)
+        checksum = checksums.stac_asset_checksum(assets[key], f"STAC item {path}, asset {key}")
+        if checksum is not None:
+            expected[layer] = checksum.to_json()
+    return ProductSource(name.name, "stac", str(path), layers, expected,
+                         f"STAC item {path}" if expected else "")
 
 
 def _is_stac_item(path: Path) -> dict | None:
@@ -198,6 +227,8 @@ def discover_products(root: str | Path) -> tuple[list[ProductSource], list[Disco
         raise InputNotFoundError(f"input folder {root} does not exist")
     if root.is_file():
         candidates = [("zip" if root.suffix == ".zip" else "json" if root.suffix == ".json" else "safe", root)]
+    elif root.name.endswith(".SAFE"):  # one SAFE folder given directly
+        candidates = [("safe", root)]
     else:
         candidates = list(_walk(root))
     sources: list[ProductSource] = []

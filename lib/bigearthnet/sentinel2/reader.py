@@ -17,13 +17,16 @@ from rasterio.windows import Window
 
 from bigearthnet.constants import patch_px
 from bigearthnet.errors import (
+    BigEarthNetError,
     CorruptRasterError,
     GeoreferenceMismatchError,
     RasterFormatError,
 )
 from bigearthnet.sentinel2.bands import BANDS, GROUPS, SCL
+from bigearthnet.sentinel2.checksums import LayerVerifier
 from bigearthnet.sentinel2.grid import PatchGrid
 from bigearthnet.sentinel2.products import ProductSource
+from bigearthnet.storage import gdal_remote_error
 
 _RES = {b.name: b.resolution_m for b in BANDS} | {SCL.name: SCL.resolution_m}
 _TOLERANCE_M = 1e-6
@@ -48,30 +51,58 @@ class OpenProduct(contextlib.AbstractContextManager):
 
     Args:
         source: where the layers are.
+        verify: check the layers against the checksums the product carries (manifest.safe,
+            STAC ``file:checksum``): sizes at once, digests in a background thread while the
+            strips are decoded; the last strip is handed out only after every digest matched
+            (``verified`` then counts the files checked). Off only where no pixel is read (the
+            driver's plan of a ``sedona-spark`` build).
 
     Raises:
+        ChecksumMismatchError: a layer's size or digest differs from the product's checksums.
         CorruptRasterError: a layer cannot be opened.
         RasterFormatError: wrong dtype, band count or resolution.
         GeoreferenceMismatchError: layers disagree in CRS, origin or extent.
         TileTooSmallError: the tile holds no whole patch.
     """
 
-    def __init__(self, source: ProductSource):
+    def __init__(self, source: ProductSource, verify: bool = True):
         self.source = source
         self._datasets: dict[str, rasterio.io.DatasetReader] = {}
         self._stack = contextlib.ExitStack()
+        self.verified = 0
+        self._verifier = None
+        if verify and source.checksums:
+            self._verifier = LayerVerifier(source.product_id, source.layers, source.checksums,
+                                           source.checksums_from)
+            self._stack.callback(self._verifier.cancel)
         try:
             for layer, path in source.layers.items():
                 self._datasets[layer] = self._stack.enter_context(self._open(layer, path))
             self.crs, self.epsg, self.grid = self._validate()
+        except BigEarthNetError as exc:
+            self._raise_mismatch(exc)
+            self._stack.close()
+            raise
         except BaseException:
             self._stack.close()
             raise
+
+    def _raise_mismatch(self, exc: BaseException) -> None:
+        """A file that fails to open or decode and differs from its checksum: the checksum
+        mismatch is the diagnosis (the file was damaged after it was written)."""
+        if self._verifier is not None:
+            mismatch = self._verifier.mismatch()
+            if mismatch is not None:
+                self._stack.close()
+                raise mismatch from exc
 
     def _open(self, layer: str, path: str):
         try:
             return rasterio.open(path)
         except RasterioError as exc:
+            remote = gdal_remote_error(path, exc, f"product {self.source.product_id}: {layer}: ")
+            if remote is not None:
+                raise remote from exc
             raise CorruptRasterError(
                 f"product {self.source.product_id}: cannot open {layer} file {path}: {exc}. "
                 "The file is truncated or corrupt; re-download the product."
@@ -136,11 +167,13 @@ class OpenProduct(contextlib.AbstractContextManager):
         try:
             ds.read(1, window=window, out=out)
         except RasterioError as exc:
-            raise CorruptRasterError(
+            error = CorruptRasterError(
                 f"product {self.source.product_id}: decoding {layer} file "
                 f"{self.source.layers[layer]} failed ({exc}). The file is truncated or corrupt; "
                 "re-download the product."
-            ) from exc
+            )
+            self._raise_mismatch(error)
+            raise error from exc
 
     def strips(self, strip_rows: int) -> Iterator[Strip]:
         """Yield strips of ``strip_rows`` patch rows, top to bottom.
@@ -157,7 +190,11 @@ class OpenProduct(contextlib.AbstractContextManager):
                 name: streams[name].take(n * patch_px(res))
                 for res, names in GROUPS.items() for name in names
             }
-            yield Strip(row0, n, bands, streams["SCL"].take(n * 60))
+            strip = Strip(row0, n, bands, streams["SCL"].take(n * 60))
+            if row0 + n >= self.grid.n_rows and self._verifier is not None:
+                # Every byte was decoded: no strip counts until every digest matched.
+                self.verified = self._verifier.result()
+            yield strip
 
 
 class _RowStream:

@@ -3,8 +3,10 @@
 ``synthesize(config, out_dir)`` writes::
 
     out_dir/clc/clc2018.gpkg                    CLC polygons, EPSG:3035, Code_18, ID, Area_Ha
-    out_dir/products/<NAME>.SAFE/...            format "jp2": ESA SAFE layout, lossless JP2
-    out_dir/products/<NAME>/<NAME>.json, *.tif  format "cog": STAC item + one COG per layer
+    out_dir/products/<NAME>.SAFE/...            format "jp2": ESA SAFE layout, lossless JP2,
+                                                manifest.safe with every file's size and MD5
+    out_dir/products/<NAME>/<NAME>.json, *.tif  format "cog": STAC item (file:checksum and
+                                                file:size per asset) + one COG per layer
     out_dir/truth/<NAME>_clc10m.tif             uint16 CLC code map at 10 m (0 = no CLC)
     out_dir/truth/world.json                    seed, config, per product: tile, CRS, origin,
                                                 conditions used, measured SCL fractions, files
@@ -315,10 +317,12 @@ def synthesize(config: SynthConfig, out_dir: Path) -> dict:
         if config.format == "jp2":
             rels = [writers.jp2_relpath(name, layer) for layer in writers.LAYERS]
             (tmp / "MTD_MSIL2A.xml").write_text(writers.mtd_xml(name, rels, cloud_pct, snow_pct))
+            (tmp / "manifest.safe").write_text(writers.safe_manifest_xml(name, tmp))
             entry_rel = product_rel
         else:
             item = writers.stac_item(name, origin.epsg, origin.ulx, origin.uly, size_px,
-                                     cloud_pct, snow_pct)
+                                     cloud_pct, snow_pct,
+                                     files={layer: tmp / f"{layer}.tif" for layer in writers.LAYERS})
             writers.write_json(tmp / f"{name.name}.json", item)
             entry_rel = f"{product_rel}/{name.name}.json"
         _replace_dir(tmp, final)
