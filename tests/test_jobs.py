@@ -13,7 +13,8 @@ JOBS = Path(__file__).resolve().parents[1] / "jobs"
 
 @pytest.mark.parametrize(("job", "command"), [
     ("build_dataset.py", "build"), ("import_v1.py", "import-v1"), ("train.py", "train"),
-    ("evaluate.py", "evaluate"), ("report.py", "report"),
+    ("evaluate.py", "evaluate"), ("report.py", "report"), ("import_v2.py", "import-v2"),
+    ("export.py", "export"),
 ])
 def test_job_is_the_cli_command(job, command):
     proc = subprocess.run([sys.executable, str(JOBS / job), "--help"], capture_output=True,
@@ -24,7 +25,8 @@ def test_job_is_the_cli_command(job, command):
 
 def test_every_job_file_is_tested():
     assert {p.name for p in JOBS.glob("*.py")} == {
-        "build_dataset.py", "import_v1.py", "train.py", "evaluate.py", "report.py"}
+        "build_dataset.py", "import_v1.py", "train.py", "evaluate.py", "report.py",
+        "import_v2.py", "export.py"}
 
 
 def test_train_job_runs_through_torch_distributor(monkeypatch):

@@ -1,4 +1,5 @@
-"""Command-line interface: ``bigearthnet synth | build | import-v1 | train | evaluate | run``.
+"""Command-line interface: ``bigearthnet synth | build | import-v1 | import-v2 | export | train |
+evaluate | report | run``.
 
 The CLI parses arguments, resolves configs and calls the library; nothing else.
 """
@@ -76,6 +77,38 @@ def _cmd_import_v1(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_import_v2(args: argparse.Namespace) -> int:
+    from bigearthnet.config import ImportV2Config, resolve
+    from bigearthnet.spark.import_v2 import run_import_v2
+
+    overrides = {"archive": args.archive_dir, "out": args.out, "on_error": args.on_error,
+                 "overwrite": True if args.overwrite else None}
+    if args.master:
+        overrides["spark"] = {"master": args.master}
+    cfg = resolve(ImportV2Config, args.config, overrides)
+    manifest = run_import_v2(cfg)
+    print(f"dataset written to {Path(cfg.out).resolve()}")
+    print("  " + ", ".join(f"{k}={v}" for k, v in manifest["counts"].items()))
+    if manifest["failures"]:
+        print(f"  {len(manifest['failures'])} broken patch(es) skipped; all named in manifest.json")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from bigearthnet.config import ExportConfig, resolve
+    from bigearthnet.spark.export import run_export
+
+    overrides = {"dataset": args.dataset, "format": args.format, "out": args.out,
+                 "overwrite": True if args.overwrite else None}
+    if args.master:
+        overrides["spark"] = {"master": args.master}
+    cfg = resolve(ExportConfig, args.config, overrides)
+    doc = run_export(cfg)
+    print(f"{doc['counts']['patches']} patches exported to {Path(cfg.out).resolve()} "
+          f"({cfg.format} layout); read it with {doc['reader']}")
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from bigearthnet.config import resolve
     from bigearthnet.pipeline import train_model
@@ -128,6 +161,8 @@ INTERRUPTED = {
     "synth": "the world folder may be incomplete; run synth again",
     "build": "no dataset was committed (the next build of this output removes the staging folder)",
     "import-v1": "no dataset was committed (the next import of this output removes the staging folder)",
+    "import-v2": "no dataset was committed (the next import of this output removes the staging folder)",
+    "export": "no export was committed (the next export to this folder removes the staging folder)",
     "train": "the run folder keeps the checkpoint of every finished epoch; continue with --resume",
     "evaluate": "no evaluation was committed; the run's previous eval folder, if any, is unchanged",
     "report": "no report was committed; the previous one, if any, is unchanged",
@@ -188,6 +223,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--master", help="Spark master URL")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_import_v1)
+    p = sub.add_parser("import-v2", help="convert a reBEN (BigEarthNet v2.0) folder archive to Parquet")
+    p.add_argument("archive_dir", help="folder with metadata.parquet, BigEarthNet-S2/, Reference_Maps/")
+    p.add_argument("--out", required=True, help="dataset folder to create")
+    p.add_argument("--on-error", choices=["fail", "skip"],
+                   help="fail (default): stop at the first broken patch; skip: import the rest "
+                        "and name every broken patch in manifest.json")
+    p.add_argument("--config", help="YAML file with ImportV2Config keys")
+    p.add_argument("--master", help="Spark master URL")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_import_v2)
+    p = sub.add_parser("export", help="write a dataset in the reBEN or v1 folder layout (GeoTIFFs)")
+    p.add_argument("dataset", help="dataset folder written by build / import-v1 / import-v2")
+    p.add_argument("--format", required=True, choices=["reben", "v1"],
+                   help="reben: BigEarthNet v2.0 (TorchGeo BigEarthNetV2); v1: BigEarthNet-S2 v1.0")
+    p.add_argument("--out", required=True, help="folder to create")
+    p.add_argument("--config", help="YAML file with ExportConfig keys")
+    p.add_argument("--master", help="Spark master URL")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_export)
     p = sub.add_parser("train", help="train S-CNN-RGB, S-CNN-All or the Inception baseline")
     p.add_argument("--dataset", help="dataset folder written by build / import-v1")
     p.add_argument("--model", choices=list(MODEL_NAMES))

@@ -111,3 +111,32 @@ class ImportConfig(StrictModel):
     patches_per_task: int = Field(512, ge=1)
     compression: str = "zstd"
     spark: SparkConfig = Field(default_factory=SparkConfig)
+
+
+class ImportV2Config(StrictModel):
+    """Configuration of ``bigearthnet import-v2`` (the reBEN / BigEarthNet v2.0 folder archive)."""
+
+    archive: str = Field(..., description="reBEN folder: metadata.parquet, BigEarthNet-S2/, Reference_Maps/")
+    out: str = Field(..., description="dataset folder to create")
+    overwrite: bool = False
+    on_error: Literal["fail", "skip"] = Field(
+        "fail", description="fail: abort at the first broken patch; skip: import the rest and "
+        "name every broken patch in manifest.json"
+    )
+    patches_per_task: int = Field(256, ge=1)
+    compression: str = "zstd"
+    spark: SparkConfig = Field(default_factory=SparkConfig)
+
+
+class ExportConfig(StrictModel):
+    """Configuration of ``bigearthnet export`` (a dataset to the reBEN or v1 folder layout)."""
+
+    dataset: str = Field(..., description="dataset folder written by build / import-v1 / import-v2")
+    format: Literal["reben", "v1"] = Field(
+        ..., description="reben: BigEarthNet v2.0 layout (TorchGeo BigEarthNetV2); v1: the "
+        "BigEarthNet-S2 v1.0 layout (TorchGeo BigEarthNet)"
+    )
+    out: str = Field(..., description="folder to create")
+    overwrite: bool = False
+    patches_per_task: int = Field(512, ge=1)
+    spark: SparkConfig = Field(default_factory=SparkConfig)

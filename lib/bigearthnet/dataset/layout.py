@@ -12,6 +12,7 @@
       patches/split=<split>/<name>.parquet       the patch table (labeled builds, imports)
       patches/<product>.parquet                  the patch table of a tiling-only build
       _parts/metadata/<name>.parquet             per-task metadata, merged and removed at commit
+      _parts/import_plan.parquet                 an archive import's work list, removed at commit
 
 Builders, loaders, the training loop and the transforms all locate files through
 :class:`DatasetLayout`; no other module spells these names.
@@ -84,7 +85,7 @@ class DatasetLayout:
 
     @property
     def import_config(self) -> Path:
-        """The resolved config of ``bigearthnet import-v1``."""
+        """The resolved config of ``bigearthnet import-v1`` / ``import-v2``."""
         return self.root / IMPORT_CONFIG
 
     @property
@@ -118,6 +119,11 @@ class DatasetLayout:
     def failures(self) -> Path:
         """Where failing tasks report themselves at once (``on_error: fail``)."""
         return self.root / PARTS / "failures"
+
+    @property
+    def import_plan(self) -> Path:
+        """The work list of an archive import (one Parquet row group per task)."""
+        return self.root / PARTS / "import_plan.parquet"
 
     def label_parts(self, kind: str) -> Path:
         """Labels computed before the pixel tasks (``clc`` polygons, ``areas``), by task."""

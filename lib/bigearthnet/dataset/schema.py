@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from bigearthnet.constants import PATCH_SIZE_PX, patch_px
-from bigearthnet.sentinel2.bands import GROUPS
+from bigearthnet.sentinel2.bands import BAND_BY_NAME, BAND_NAMES, GROUPS
 
 SCHEMA_KEY = b"bigearthnet.schema"
 SCHEMA_VERSION = 1
@@ -212,6 +212,28 @@ def _nullable(col: Column | TensorColumn) -> Column | TensorColumn:
 IMPORTED_PATCH_SCHEMA = PatchSchema(tuple(_nullable(c) for c in TILING_COLUMNS + LABEL_COLUMNS))
 """Patches imported from the BigEarthNet v1 folder archive: no SCL (so no SCL fractions) and no
 CLC areas; flags come from the official snow/cloud lists."""
+
+
+IMPORTED_V2_PATCH_SCHEMA = PatchSchema(IMPORTED_PATCH_SCHEMA.columns + (REFERENCE_MAP,))
+"""Patches imported from the reBEN (v2.0) folder archive: the v1 import's columns plus the
+reference maps (which also give ``clc_codes``, their pixel fractions and the unlabeled share)."""
+
+
+def band_order() -> dict:
+    """The band order, stated once: for manifests (``band_order``) and exports (``export.json``).
+
+    ``bands`` is the channel order of the 12 bands everywhere they appear as one list: the
+    reBEN and v1 band files sorted as TorchGeo sorts them (so its image channels), our
+    ``BatchTransform`` "all" selection and the 20/60 m upsampling. ``columns`` is the order of
+    the bands inside each stored tensor column.
+    """
+    return {
+        "bands": list(BAND_NAMES),
+        "resolution_m": {b: BAND_BY_NAME[b].resolution_m for b in BAND_NAMES},
+        "columns": {f"bands_{res}m": list(names) for res, names in GROUPS.items()},
+        "note": "bands: B01..B12 without B10, B8A between B08 and B09 (reBEN, BigEarthNet v1, "
+                "TorchGeo); columns: the order inside each stored tensor column",
+    }
 
 
 def labeled_schema(reference_maps: bool) -> PatchSchema:

@@ -93,3 +93,54 @@ def parse_product_name(name: str, source: str | None = None) -> ProductName:
     except ValueError as exc:
         raise ProductNameError(f"invalid datatake time in product name {name!r}: {exc}") from exc
     return ProductName(**parts)
+
+
+_PATCH_V2_RE = re.compile(
+    r"^(?P<mission>S2[A-D])_(?P<level>MSIL2A)_(?P<datatake>\d{8}T\d{6})_(?P<baseline>N\d{4})_"
+    r"(?P<orbit>R\d{3})_(?P<tile>T\d{2}[C-X][A-Z]{2})_(?P<col>\d{1,3})_(?P<row>\d{1,3})$"
+)
+
+
+@dataclass(frozen=True)
+class PatchNameV2:
+    """The parts of a reBEN (v2) patch id, e.g. ``S2A_MSIL2A_20170613T101031_N9999_R022_T33UUP_26_57``."""
+
+    mission: str
+    level: str
+    datatake: str
+    baseline: str
+    orbit: str
+    tile: str
+    col: int
+    row: int
+
+    @property
+    def sensing_time(self) -> datetime:
+        """Datatake sensing start, UTC."""
+        return datetime.strptime(self.datatake, "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
+
+    @property
+    def name_v1(self) -> str:
+        """The v1 name of the same patch (not unique across the tiles of one datatake)."""
+        return f"{self.mission}_{self.level}_{self.datatake}_{self.col}_{self.row}"
+
+
+def parse_patch_name_v2(patch_id: str) -> PatchNameV2:
+    """Parse a reBEN patch id.
+
+    Raises:
+        ProductNameError: the id does not follow
+            ``S2A_MSIL2A_20170613T101031_N9999_R022_T33UUP_26_57``.
+    """
+    match = _PATCH_V2_RE.match(patch_id)
+    if match is None:
+        raise ProductNameError(
+            f"cannot parse reBEN patch id {patch_id!r}: expected "
+            "'S2A_MSIL2A_20170613T101031_N9999_R022_T33UUP_26_57'"
+        )
+    parts = match.groupdict()
+    try:
+        datetime.strptime(parts["datatake"], "%Y%m%dT%H%M%S")
+    except ValueError as exc:
+        raise ProductNameError(f"invalid datatake time in patch id {patch_id!r}: {exc}") from exc
+    return PatchNameV2(**{**parts, "col": int(parts["col"]), "row": int(parts["row"])})

@@ -26,6 +26,7 @@ from bigearthnet.dataset.schema import (
     METADATA_SCHEMA,
     PATCH_SCHEMA,
     PatchSchema,
+    band_order,
     labeled_schema,
 )
 from bigearthnet.dataset.stats import BandHistograms
@@ -132,6 +133,7 @@ def make_manifest(cfg: BuildConfig, ok: list[dict], failed: list[dict],
         "format": FORMAT,
         "label_engine": cfg.label_engine if cfg.clc is not None else None,
         "schema": PATCH_SCHEMA.to_json(),
+        "band_order": band_order(),
         "config": json.loads(cfg.model_dump_json()),
         "versions": package_versions(),
         "counts": {
@@ -204,6 +206,7 @@ def finish_labeled(staging: Path, ok: list[dict], manifest: dict,
         )
     orders = class_orders()
     manifest["class_orders"] = orders
+    manifest["band_order"] = band_order()
     manifest["drop_reason_order"] = reasons
     manifest["class_frequencies"] = {}
     manifest["label_cardinality"] = {}
