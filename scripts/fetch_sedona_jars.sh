@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Fetch the Apache Sedona jars pinned in conf/sedona-jars.lock from Maven Central and verify them.
+# (Any other lock named <kind>-jars.lock works the same: scripts/fetch_delta_jars.sh passes
+# conf/delta-jars.lock; the folder is then jars/<kind>-<version of its first *.<kind> group>.)
 #
 # Usage: scripts/fetch_sedona_jars.sh [--lock FILE] [--dest DIR] [--print-jars]
 #
@@ -38,6 +40,7 @@ while [[ $# -gt 0 ]]; do
 done
 
 [[ -f "$LOCK" ]] || die "lock file $LOCK does not exist"
+KIND=$(basename "$LOCK" -jars.lock)   # sedona-jars.lock -> sedona
 
 # Parse the lock: "group:artifact:version sha256 filename" per line; '#' starts a comment.
 coords=(); sums=(); files=(); version=""
@@ -50,14 +53,14 @@ while read -r coord sum file extra; do
         || die "$LOCK: malformed coordinate '$coord' (want group:artifact:version)"
     [[ "$sum" =~ ^[0-9a-f]{64}$ ]] || die "$LOCK: '$sum' for $coord is not a lowercase SHA-256"
     [[ "$file" == "$artifact-$ver.jar" ]] || die "$LOCK: file name '$file' does not match $coord"
-    [[ "$group" == org.apache.sedona ]] && version=$ver
+    [[ -z "$version" && "$group" == *."$KIND" ]] && version=$ver
     coords+=("$coord"); sums+=("$sum"); files+=("$file")
 done <"$LOCK"
 [[ ${#coords[@]} -gt 0 ]] || die "$LOCK pins no jar"
-[[ -n "$version" ]] || die "$LOCK pins no org.apache.sedona artifact"
+[[ -n "$version" ]] || die "$LOCK pins no *.$KIND artifact (e.g. org.apache.sedona)"
 
 CACHE=${BIGEARTHNET_CACHE:-$HOME/.cache/bigearthnet}
-DEST=${DEST:-$CACHE/jars/sedona-$version}
+DEST=${DEST:-$CACHE/jars/$KIND-$version}
 case "$(cd "$(dirname "$DEST")" 2>/dev/null && pwd || echo "$DEST")/" in
     "$ROOT"/*) die "refusing to put jars inside the repository ($DEST); choose a folder outside $ROOT" ;;
 esac

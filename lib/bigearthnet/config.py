@@ -6,15 +6,28 @@ there) merges defaults, a YAML file and command-line options.
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from bigearthnet.configbase import StrictModel, load_yaml, resolve
 from bigearthnet.constants import REBEN_MAX_UNLABELED_FRACTION
 from bigearthnet.quality import QualityConfig
 
-__all__ = ["BuildConfig", "ImportConfig", "SparkConfig", "StrictModel", "load_yaml", "resolve"]
+def _check_fractions(value: tuple[float, float, float]) -> tuple[float, float, float]:
+    if any(not math.isfinite(f) or f < 0 for f in value) or not math.isclose(sum(value), 1.0,
+                                                                               abs_tol=1e-9):
+        raise ValueError(f"must be 3 non-negative fractions (train, validation, test) summing "
+                         f"to 1, got {list(value)}")
+    return value
+
+
+SplitFractions = Annotated[tuple[float, float, float], AfterValidator(_check_fractions)]
+"""(train, validation, test) fractions of a random split: finite, >= 0, summing to 1."""
+
+__all__ = ["BuildConfig", "ExportConfig", "ImportConfig", "ImportV2Config", "SparkConfig", "StrictModel",
+           "load_yaml", "resolve"]
 
 
 class SparkConfig(StrictModel):
@@ -42,14 +55,19 @@ class BuildConfig(StrictModel):
         False, description="add the products not yet in the existing dataset at `out` (same "
         "config), keeping its files, ids, labels and splits; a run with nothing new changes nothing"
     )
+    delta: bool = Field(
+        False, description="also commit patches/ and the metadata as Delta Lake tables over the "
+        "same Parquet files (no copy; patches/_delta_log, metadata_delta/); an append to a "
+        "dataset with Delta tables extends them"
+    )
     on_error: Literal["fail", "skip"] = Field(
         "fail", description="fail: abort on the first bad product; skip: build the rest, list failures"
     )
     strip_rows: int = Field(
         8, ge=1, le=91, description="patch rows read per raster window; one Parquet row group each"
     )
-    gdal_threads: int = Field(1, ge=1, description="GDAL_NUM_THREADS inside each task")
-    gdal_cache_mb: int = Field(512, ge=16, description="GDAL block cache per task (MB)")
+    gdal_threads: int = Field(1, ge=1, le=256, description="GDAL_NUM_THREADS inside each task")
+    gdal_cache_mb: int = Field(512, ge=16, le=1 << 20, description="GDAL block cache per task (MB)")
     compression: Literal["zstd", "snappy", "none"] = Field(
         "zstd", description="Parquet codec of the scalar columns"
     )
@@ -66,7 +84,8 @@ class BuildConfig(StrictModel):
         "(the default: faster on one machine); sedona-spark: one Apache Sedona plan over all "
         "tiles before the pixel tasks (needs the Sedona jars)"
     )
-    min_area_m2: float = Field(0.0, ge=0.0, description="v1 rule: minimum intersection area")
+    min_area_m2: float = Field(0.0, ge=0.0, lt=1200.0 ** 2, allow_inf_nan=False,
+                               description="v1 rule: minimum intersection area (below a patch's)")
     max_unlabeled_fraction: float = Field(
         REBEN_MAX_UNLABELED_FRACTION, ge=0.0, le=1.0, description="reben rule: drop a patch at this unlabeled fraction or more"
     )
@@ -77,7 +96,7 @@ class BuildConfig(StrictModel):
     )
     split: Literal["random", "reben", "official"] = "random"
     split_seed: int = 0
-    split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    split_fractions: SplitFractions = (0.6, 0.2, 0.2)
     official_splits: str | None = Field(
         None, description="folder with train.csv, val.csv, test.csv (or .csv.bz2) of v1 names"
     )
@@ -88,6 +107,9 @@ class BuildConfig(StrictModel):
 
     @model_validator(mode="after")
     def _append_or_overwrite(self) -> BuildConfig:
+        if self.delta and self.out.startswith("s3://"):
+            raise ValueError("delta: the Delta tables are committed on a filesystem output; "
+                             "build to a local or shared folder (not s3://) for --delta")
         if self.append and self.overwrite:
             raise ValueError("append and overwrite exclude each other: --append keeps the "
                              "dataset and adds to it, --overwrite replaces it")
@@ -107,7 +129,7 @@ class ImportConfig(StrictModel):
         "sets contains_seasonal_snow, 'cloud' sets contains_cloud_or_shadow",
     )
     split_seed: int = 0
-    split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    split_fractions: SplitFractions = (0.6, 0.2, 0.2)
     patches_per_task: int = Field(512, ge=1)
     compression: str = "zstd"
     spark: SparkConfig = Field(default_factory=SparkConfig)

@@ -12,6 +12,10 @@
       patches/split=<split>/<name>.parquet       the patch table (labeled builds, imports)
       patches/<product>.parquet                  the patch table of a tiling-only build
       _parts/metadata/<name>.parquet             per-task metadata, merged and removed at commit
+      patches/_delta_log/                        `build --delta`: patches/ as a Delta table
+      metadata_delta/                            `build --delta`: the metadata Delta table
+                                                 (_delta_log/, metadata-v<N>.parquet: hard
+                                                 links of metadata.parquet at version N)
       _parts/import_plan.parquet                 an archive import's work list, removed at commit
 
 Builders, loaders, the training loop and the transforms all locate files through
@@ -36,6 +40,8 @@ PARTS = "_parts"
 SPLIT_PREFIX = "split="
 PARQUET = ".parquet"
 IN_PROGRESS = ".inprogress"
+DELTA_LOG = "_delta_log"
+METADATA_TABLE = "metadata_delta"
 
 
 @dataclass(frozen=True)
@@ -141,6 +147,16 @@ class DatasetLayout:
         """
         for folder in (self.patches, self.metadata_parts, self.failures):
             folder.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def metadata_table(self) -> Path:
+        """The metadata Delta table's folder (``build --delta``)."""
+        return self.root / METADATA_TABLE
+
+    @staticmethod
+    def delta_log(table: Path) -> Path:
+        """The ``_delta_log`` folder of a Delta table folder."""
+        return table / DELTA_LOG
 
     def metadata_part(self, name: str) -> Path:
         """The metadata part of one task."""

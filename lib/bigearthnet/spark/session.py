@@ -7,6 +7,8 @@ Every session it starts carries Apache Sedona (the pinned jars, the SQL extensio
 Sedona's registrator, :func:`bigearthnet.spark.sedona.sedona_spark_conf`) when the jars are
 installed (``make setup``); without them it starts plain Spark with a warning, and only the
 ``sedona-spark`` label engine fails, with :class:`~bigearthnet.spark.sedona.SedonaJarsMissingError`.
+Likewise it carries Delta Lake (:func:`bigearthnet.spark.delta.delta_spark_conf`) when its jars
+are installed, so the Delta tables of ``build --delta`` can be read and registered.
 pyspark launches the JVM with these settings, so the jars are on its class path. Under
 spark-submit the JVM exists before Python runs: the jars and settings must come with the
 submission (README), and a session without them is an error only where Sedona is required.
@@ -19,6 +21,7 @@ import os
 import sys
 
 from bigearthnet.config import SparkConfig
+from bigearthnet.spark.delta import DeltaJarsMissingError, delta_spark_conf, merge_spark_conf
 from bigearthnet.spark.sedona import SQL_EXTENSIONS, SedonaJarsMissingError, sedona_spark_conf
 
 log = logging.getLogger(__name__)
@@ -103,6 +106,11 @@ def get_session(cfg: SparkConfig | None = None, master: str | None = None,
                 raise
             log.warning("Apache Sedona jars are not installed (make setup); starting Spark "
                         "without Sedona: the sedona-spark label engine is unavailable")
+        try:  # Delta Lake, to read the tables of `build --delta` (bigearthnet.spark.delta)
+            conf = merge_spark_conf(conf, delta_spark_conf())
+        except DeltaJarsMissingError:
+            log.info("Delta Lake jars are not installed (make setup); starting Spark without "
+                     "Delta: Spark cannot read the datasets' Delta tables")
     conf.update(cfg.extra_conf)
     for key, value in conf.items():
         builder = builder.config(key, value)
