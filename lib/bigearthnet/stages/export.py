@@ -32,7 +32,7 @@ import rasterio
 import shapely
 from rasterio.crs import CRS
 from rasterio.errors import RasterioError
-from rasterio.transform import from_origin
+from rasterio.transform import Affine
 
 from bigearthnet.constants import patch_px
 from bigearthnet.dataset.archives import RebenLayout, V1Layout, band_file_name, v1_labels_name
@@ -66,8 +66,9 @@ def write_geotiff(path: Path, data: np.ndarray, crs: CRS, bounds: tuple[float, .
     """One single-band uint16 GeoTIFF covering ``bounds`` (minx, miny, maxx, maxy)."""
     height, width = data.shape
     res = (bounds[2] - bounds[0]) / width
+    transform = Affine(res, 0.0, bounds[0], 0.0, -res, bounds[3])
     with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=1,
-                       dtype="uint16", crs=crs, transform=from_origin(bounds[0], bounds[3], res, res)) as dst:
+                       dtype="uint16", crs=crs, transform=transform) as dst:
         dst.write(data, 1)
 
 
