@@ -29,6 +29,11 @@ class SparkConfig(StrictModel):
     driver_memory: str = "2g"
     executor_memory: str | None = Field(None, description="only used on clusters")
     extra_conf: dict[str, str] = Field(default_factory=dict, description="passed to SparkConf")
+    quick_jvm: bool = Field(
+        True, description="local masters: start the driver JVM with C1-only JIT "
+        "(-XX:TieredStopAtLevel=1), which halves its start-up CPU; not with the sedona-spark "
+        "engine, whose joins run in the JVM, nor when extra_conf sets driver Java options"
+    )
 
 
 class BuildConfig(StrictModel):

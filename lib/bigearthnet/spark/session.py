@@ -26,6 +26,9 @@ from bigearthnet.spark.sedona import SQL_EXTENSIONS, SedonaJarsMissingError, sed
 
 log = logging.getLogger(__name__)
 
+QUICK_JVM_OPTIONS = "-XX:TieredStopAtLevel=1"
+"""Driver JVM options of local sessions with ``quick_jvm`` (C1-only JIT)."""
+
 
 def python_env() -> dict[str, str]:
     """Environment for Spark processes: the current interpreter for driver and workers."""
@@ -84,6 +87,23 @@ def get_session(cfg: SparkConfig | None = None, master: str | None = None,
     chosen = master or cfg.master or (None if launched_by_submit else "local[*]")
     if chosen:
         builder = builder.master(chosen)
+    conf = session_conf(cfg, chosen, require_sedona, launched_by_submit)
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    if require_sedona and not has_sedona(spark):
+        raise SedonaJarsMissingError(_SUBMIT_HINT)
+    return spark
+
+
+def session_conf(cfg: SparkConfig, master: str | None, require_sedona: bool,
+                 launched_by_submit: bool) -> dict[str, str]:
+    """The Spark settings :func:`get_session` starts a session with.
+
+    Raises:
+        SedonaJarsMissingError: ``require_sedona`` and the jars are not installed.
+    """
     py = python_env()["PYSPARK_PYTHON"]
     conf = {
         "spark.driver.memory": cfg.driver_memory,
@@ -98,6 +118,10 @@ def get_session(cfg: SparkConfig | None = None, master: str | None = None,
     }
     if cfg.executor_memory:
         conf["spark.executor.memory"] = cfg.executor_memory
+    if cfg.quick_jvm and not require_sedona and str(master).startswith("local"):
+        # Measured (bench/results/session.json): C2 compilation is half of a local session's
+        # start-up CPU; our local jobs do their work in Python workers, not in JVM hot loops.
+        conf["spark.driver.extraJavaOptions"] = QUICK_JVM_OPTIONS
     if not launched_by_submit:  # pyspark launches the JVM with these (class path included)
         try:
             conf.update(sedona_spark_conf())
@@ -112,13 +136,7 @@ def get_session(cfg: SparkConfig | None = None, master: str | None = None,
             log.info("Delta Lake jars are not installed (make setup); starting Spark without "
                      "Delta: Spark cannot read the datasets' Delta tables")
     conf.update(cfg.extra_conf)
-    for key, value in conf.items():
-        builder = builder.config(key, value)
-    spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel("ERROR")
-    if require_sedona and not has_sedona(spark):
-        raise SedonaJarsMissingError(_SUBMIT_HINT)
-    return spark
+    return conf
 
 
 _SUBMIT_HINT = (
