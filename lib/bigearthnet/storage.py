@@ -233,6 +233,31 @@ def object_error(exc: OSError, uri: S3Uri | str, action: str) -> ObjectStoreErro
     return ObjectStoreError(f"cannot {action} {uri}: {_first_line(text)}")
 
 
+def gdal_remote_error(path: str, exc: Exception, what: str = "") -> ObjectStoreError | None:
+    """The named error for GDAL failing to fetch a ``/vsis3/`` (or ``/vsicurl/``) path because
+    of the store (credentials, endpoint, network, missing object), or ``None`` when the failure
+    is something else (a corrupt file). ``what`` prefixes the message (e.g. the product)."""
+    if "/vsis3/" not in path and "/vsicurl/" not in path:
+        return None
+    text = str(exc)
+    if any(s in text for s in ("AWS_SECRET_ACCESS_KEY", "HTTP response code: 403",
+                               "HTTP response code: 401", "AccessDenied", "Access Denied",
+                               "SignatureDoesNotMatch", "InvalidAccessKeyId",
+                               "signature we calculated does not match",
+                               "Access Key Id you provided does not exist")):
+        return ObjectStoreAccessError(
+            f"{what}cannot read {path}: the object store refused access ({_first_line(text)}); check "
+            "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or the role) where the task runs")
+    if any(s in text for s in ("CURL error", "Could not resolve host", "Couldn't connect",
+                               "Connection refused", "timed out")):
+        return ObjectStoreAccessError(
+            f"{what}cannot read {path}: the object store cannot be reached ({_first_line(text)}); "
+            "check AWS_ENDPOINT_URL and the network")
+    if "NoSuchBucket" in text or "does not exist in the file system" in text:
+        return ObjectStoreError(f"{what}cannot read {path}: no such object ({_first_line(text)})")
+    return None
+
+
 def _first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else "unknown error"
 

@@ -31,7 +31,15 @@ LOCAL2 = SparkConfig(master="local[2]")
 
 @pytest.fixture(scope="module")
 def built(world_jp2, s3_server, tmp_path_factory):
-    """The world_jp2 inputs built locally and from S3 to S3 (the same config otherwise)."""
+    """The world_jp2 inputs built locally and from S3 to S3 (the same config otherwise).
+
+    The Spark session starts before the AWS variables are set, so its Python workers never see
+    them: the tasks reach the store only through the settings their closure carries, as
+    executors on other machines do.
+    """
+    from bigearthnet.spark.session import get_session
+
+    get_session(LOCAL2)
     saved = dict(os.environ)
     os.environ.update(s3_server.env())
     try:
@@ -75,8 +83,11 @@ def test_s3_build_equals_the_local_build(built, s3_env):
 
 def test_loader_reads_the_s3_dataset(built, s3_env):
     from bigearthnet.dataset.loader import make_loader
+    from bigearthnet.train.rundir import check_dataset, dataset_class_names
 
     local, out, _ = built
+    check_dataset(out)  # what `bigearthnet train --dataset s3://…` checks first
+    assert dataset_class_names(out, "19") == dataset_class_names(local, "19")
     cols = ("patch_id", "bands_10m", "bands_20m", "bands_60m", "multi_hot_43")
     for split in ("train", "validation"):
         a = list(make_loader(out, split, 4, 0, columns=cols, shuffle=True, seed=3))
@@ -99,6 +110,47 @@ def test_a_prefix_without_success_is_refused(built, s3_env):
                  lambda: make_loader(prefix, "train", 4, 0)):
         with pytest.raises(IncompleteDatasetError, match=f"{prefix} has no _SUCCESS"):
             read()
+
+
+def test_overwrite_replaces_the_committed_run(built, world_jp2, s3_env):
+    """Runs after the tests that read ``built``'s dataset (it replaces it)."""
+    from bigearthnet.errors import OutputExistsError
+
+    _, out, _ = built
+    store = ObjectStore()
+    old_root, old_run = committed_run(out)
+    old_copy = local_dataset(out)
+    # A tiling-only build (cheaper) replaces the labeled one.
+    products = f"s3://{s3_env.bucket}/build/products"
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        run_build(BuildConfig(products=products, out=out, spark=LOCAL2))
+    run_build(BuildConfig(products=products, out=out, overwrite=True, spark=LOCAL2))
+    _, new_run = committed_run(out)
+    assert new_run != old_run and not store.list(old_root)  # the old run is gone
+    runs = {k.split("/", 1)[0] for k in store.list(S3Uri.parse(out).join(RUNS))}
+    assert runs == {new_run}
+    copy = local_dataset(out)
+    assert copy != old_copy and not list(copy.glob("patches/split=*"))
+    assert len(list(copy.glob("patches/*.parquet"))) == 2
+
+
+def test_first_failure_on_s3_commits_nothing(world_jp2, s3_env):
+    """on_error: fail with an S3 output: the failing task reports through the object store, the
+    named error names the /vsis3/ file, nothing is committed and the run's objects are gone."""
+    from bigearthnet.errors import CorruptRasterError
+
+    products = upload_tree(s3_env, world_jp2 / "products", "fail/products")
+    store = ObjectStore()
+    victim = next(k for k in store.list(S3Uri.parse(products)) if k.endswith("_B04_10m.jp2"))
+    store.write_bytes(S3Uri.parse(products).join(victim), b"this is not a JPEG 2000 file" * 10)
+    out = S3Uri(s3_env.bucket, "fail/ds")
+    with pytest.raises(CorruptRasterError, match=victim.rsplit("/", 1)[-1]):
+        run_build(BuildConfig(products=products, out=str(out), spark=LOCAL2))
+    assert not store.exists(out.join("_SUCCESS")) and not store.list(out)
+    skipped = run_build(BuildConfig(products=products, out=str(out), on_error="skip",
+                                    spark=LOCAL2))
+    assert skipped["counts"]["products"] == 1 and skipped["counts"]["products_failed"] == 1
+    assert committed_run(str(out))[1]
 
 
 KILL_PRODUCTS = [

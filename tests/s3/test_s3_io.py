@@ -98,6 +98,25 @@ def test_bad_credentials_and_missing_bucket_are_named_errors(world_jp2, s3_env, 
         discover_products(uri)
 
 
+def test_a_task_refused_by_the_store_gets_a_named_error(world_jp2, s3_env):
+    """GDAL's /vsis3/ failure is the store's, not a corrupt file's."""
+    from bigearthnet.sentinel2.products import discover_products
+    from bigearthnet.sentinel2.reader import OpenProduct
+
+    uri = upload_tree(s3_env, world_jp2 / "products", "inputs/task-creds")
+    sources, _ = discover_products(uri)
+    settings = S3Settings.from_env()
+    wrong = S3Settings(settings.endpoint_url, settings.region, settings.access_key, "wrong")
+    wrong.apply()  # what a task applies from its closure
+    with pytest.raises(ObjectStoreAccessError,
+                       match=f"product {sources[0].product_id}: .*/vsis3/{s3_env.bucket}/"):
+        OpenProduct(sources[0])
+    S3Settings(settings.endpoint_url.replace(settings.endpoint_url.rsplit(":", 1)[1], "9"),
+               settings.region, settings.access_key, settings.secret_key).apply()
+    with pytest.raises(ObjectStoreAccessError, match="cannot be reached"):
+        OpenProduct(sources[1])
+
+
 def test_output_checks(world_jp2, s3_env):
     from bigearthnet.config import BuildConfig
     from bigearthnet.spark.build import run_build
