@@ -6,7 +6,7 @@ there) merges defaults, a YAML file and command-line options.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -38,6 +38,8 @@ class SparkConfig(StrictModel):
 
 class BuildConfig(StrictModel):
     """Configuration of ``bigearthnet build``."""
+
+    S3_FIELDS: ClassVar[frozenset[str]] = frozenset({"products", "clc", "out"})
 
     products: str = Field(..., description="folder of SAFE dirs/zips or STAC items with COGs")
     clc: str | None = Field(None, description="CORINE Land Cover 2018 GeoPackage (EPSG:3035)")

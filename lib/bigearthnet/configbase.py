@@ -8,10 +8,10 @@ error). A config is resolved from (lowest to highest precedence) the model defau
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from bigearthnet.errors import ConfigError
 
@@ -22,6 +22,20 @@ class StrictModel(BaseModel):
     """Base for all config models: unknown keys are an error, assignments are validated."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    S3_FIELDS: ClassVar[frozenset[str]] = frozenset()
+    """The string fields that accept ``s3://`` URIs; every other one refuses them, so a local
+    path is never made of a URI (``Path("s3://b/k")`` is the local folder ``s3:/b/k``)."""
+
+    @model_validator(mode="after")
+    def _s3_only_where_supported(self) -> StrictModel:
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, str) and value.startswith("s3://") and name not in self.S3_FIELDS:
+                raise ValueError(
+                    f"{name} {value!r}: this setting takes a local or shared path, not an s3:// "
+                    "URI (s3:// is accepted by build --products/--clc/--out and train --dataset)")
+        return self
 
 
 def _format_validation_error(exc: ValidationError, source: str) -> str:

@@ -142,3 +142,20 @@ def test_output_checks(world_jp2, s3_env):
         from bigearthnet.dataset.objectstore import local_dataset
 
         local_dataset(str(base.join("nothing")))
+
+
+def test_settings_without_s3_support_refuse_uris():
+    """A job that cannot write to S3 says so instead of making a local folder named 's3:'."""
+    from bigearthnet.config import BuildConfig, ImportConfig, resolve
+    from bigearthnet.errors import ConfigError
+    from bigearthnet.train.config import TrainConfig
+
+    with pytest.raises(ConfigError, match="out 's3://b/ds': this setting takes a local"):
+        resolve(ImportConfig, None, {"archive": "v1", "out": "s3://b/ds"})
+    with pytest.raises(ConfigError, match="official_splits"):
+        resolve(BuildConfig, None, {"products": "p", "out": "o", "official_splits": "s3://b/s"})
+    with pytest.raises(ConfigError, match="out 's3://b/run'"):
+        resolve(TrainConfig, None, {"dataset": "s3://b/ds", "out": "s3://b/run",
+                                    "model": "s-cnn-rgb"})
+    assert resolve(TrainConfig, None, {"dataset": "s3://b/ds", "out": "run",
+                                       "model": "s-cnn-rgb"}).dataset == "s3://b/ds"

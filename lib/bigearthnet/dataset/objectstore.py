@@ -255,13 +255,14 @@ class S3Build:
     def _commit(self, staging: Path) -> None:
         assert self.out is not None and self.run_root is not None
         root = self.run_root
+        uploaded = set()
         for path in sorted(p for p in staging.rglob("*") if p.is_file()):
             rel = path.relative_to(staging).as_posix()
             if not rel.startswith(f"{PARTS}/") and rel != SUCCESS:
                 self.store.upload(path, root.join(rel))
+                uploaded.add(rel)
         manifest = json.loads((staging / MANIFEST).read_text())
-        expected = expected_files(manifest) | {
-            p.relative_to(staging).as_posix() for p in staging.iterdir() if p.is_file()}
+        expected = expected_files(manifest) | uploaded
         present = self.store.list(root)
         missing = sorted(expected - set(present))
         if missing:

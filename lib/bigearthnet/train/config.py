@@ -15,7 +15,7 @@ whatever the number of processes.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -32,6 +32,8 @@ RESUMABLE_CHANGES: frozenset[str] = frozenset({"epochs", "resume", "overwrite", 
 
 class TrainConfig(StrictModel):
     """Configuration of one training run (one model on one dataset)."""
+
+    S3_FIELDS: ClassVar[frozenset[str]] = frozenset({"dataset"})
 
     dataset: str = Field(..., description="dataset folder written by `bigearthnet build`")
     out: str = Field(..., description="run folder to create (config, logs, checkpoints, eval)")
