@@ -99,6 +99,21 @@ def test_loader_reads_the_s3_dataset(built, s3_env):
                 np.testing.assert_array_equal(x[col].numpy(), y[col].numpy())
 
 
+def test_train_and_evaluate_on_the_s3_dataset(built, s3_env, tmp_path):
+    from bigearthnet.train.config import TrainConfig
+    from bigearthnet.train.evaluate import evaluate
+    from bigearthnet.train.launch import train
+
+    _, out, _ = built
+    cfg = TrainConfig(dataset=out, out=str(tmp_path / "run"), model="s-cnn-rgb", epochs=1,
+                      label_set="19", batch_size=4, fc_width=8, num_workers=0, device="cpu",
+                      progress=False)
+    result = train(cfg)
+    assert result and (tmp_path / "run" / "config.json").is_file()
+    metrics = evaluate(tmp_path / "run", split="validation")  # the tiny world has no test
+    assert metrics and (tmp_path / "run" / "eval_validation" / "metrics.json").is_file()
+
+
 def test_a_prefix_without_success_is_refused(built, s3_env):
     from bigearthnet.dataset.loader import make_loader, split_dir
     from bigearthnet.dataset.transforms import load_stats
