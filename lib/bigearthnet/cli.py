@@ -1,5 +1,5 @@
 """Command-line interface: ``bigearthnet synth | build | import-v1 | import-v2 | export | train |
-evaluate | report | run``.
+evaluate | report | pack-env | run``.
 
 The CLI parses arguments, resolves configs and calls the library; nothing else.
 """
@@ -146,6 +146,17 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pack_env(args: argparse.Namespace) -> int:
+    from bigearthnet.packenv import pack_env
+
+    result = pack_env(args.out, prefix=args.prefix, without=args.without or (),
+                      cpu_only=args.cpu_only, level=args.level, overwrite=args.overwrite)
+    print(f"environment packed: {result.summary()}")
+    print(f"  spark-submit --archives {result.path}#environment "
+          "--conf spark.pyspark.python=./environment/bin/python ...")
+    return 0
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from bigearthnet.config import resolve
     from bigearthnet.pipeline import RunConfig, run
@@ -168,6 +179,7 @@ INTERRUPTED = {
     "evaluate": "no evaluation was committed; the run's previous eval folder, if any, is unchanged",
     "report": "no report was committed; the previous one, if any, is unchanged",
     "run": "finished steps stay in the work folder; run again to redo the rest",
+    "pack-env": "no archive was written (a partial .tmp file is removed)",
 }
 """What an interrupted command leaves behind, by command."""
 
@@ -271,6 +283,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", required=True, help="the report goes to WORKDIR/report")
     p.add_argument("--split", default="test", choices=["train", "validation", "test"])
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("pack-env", help="pack this venv for spark-submit --archives (see README)")
+    p.add_argument("out", help="archive to write, .tar.gz or .tgz")
+    p.add_argument("--without", nargs="+", metavar="DIST",
+                   help="leave out these distributions and all that need them (e.g. torch: "
+                        "a build-only archive)")
+    p.add_argument("--cpu-only", action="store_true",
+                   help="keep torch but leave out triton and the CUDA libraries torch does not "
+                        "link at import (CPU executors only)")
+    p.add_argument("--level", type=int, default=1, help="gzip level, 0 (none, fastest) to 9")
+    p.add_argument("--prefix", help="venv to pack (default: the running one)")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_pack_env)
 
     p = sub.add_parser("run", help="the main job: synth, build, train the 3 models, evaluate, report")
     p.add_argument("--workdir", help="work folder (default: demo)")
