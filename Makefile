@@ -13,9 +13,10 @@ export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml requirements.lock scripts/check_java.sh conf/sedona-jars.lock scripts/fetch_sedona_jars.sh scripts/fetch_s3_server.sh
+$(STAMP): pyproject.toml requirements.lock scripts/check_java.sh conf/sedona-jars.lock scripts/fetch_sedona_jars.sh scripts/fetch_s3_server.sh conf/delta-jars.lock scripts/fetch_delta_jars.sh
 	@scripts/check_java.sh
 	@scripts/fetch_sedona_jars.sh
+	@scripts/fetch_delta_jars.sh
 	@scripts/fetch_s3_server.sh
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements.lock

@@ -121,6 +121,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "resume": True if args.resume else None, "weights": args.weights,
         "label_set": args.label_set, "batch_size": args.batch_size, "device": args.device,
         "overwrite": True if args.overwrite else None,
+        "tracking": {"mlflow": True} if args.mlflow else None,
     })
     result = train_model(cfg)
     print(f"run written to {result['run_dir']}: best epoch {result['best_epoch']}, "
@@ -131,7 +132,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from bigearthnet.report.evaluation import evaluate_run
 
-    metrics = evaluate_run(args.run, split=args.split)
+    metrics = evaluate_run(args.run, split=args.split, mlflow=True if args.mlflow else None)
     s = metrics["samples"]
     print(f"{args.split}: sample P {s['precision']:.4f} R {s['recall']:.4f} F1 {s['f1']:.4f} "
           f"F2 {s['f2']:.4f}; written to {metrics.get('eval_dir', Path(args.run) / 'eval')}")
@@ -161,7 +162,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from bigearthnet.config import resolve
     from bigearthnet.pipeline import RunConfig, run
 
-    overrides = {"workdir": args.workdir, "seed": args.seed}
+    overrides = {"workdir": args.workdir, "seed": args.seed,
+                 "tracking": {"mlflow": True} if args.mlflow else None}
     if args.master:
         overrides["spark"] = {"master": args.master}
     report = run(resolve(RunConfig, args.config, overrides))
@@ -271,11 +273,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="Inception weights: 'imagenet' (local torch cache) or a file")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--mlflow", action="store_true",
+                   help="track the run in MLflow (tracking.mlflow; see bigearthnet.train.tracking)")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("evaluate", help="score a run on a split; writes RUN/eval/")
     p.add_argument("--run", required=True)
     p.add_argument("--split", default="test", choices=["train", "validation", "test"])
+    p.add_argument("--mlflow", action="store_true",
+                   help="log to the run's MLflow run (default: when it was trained with --mlflow)")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("report", help="the Table-4 report of evaluated runs; writes W/report/")
@@ -302,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML with RunConfig keys")
     p.add_argument("--seed", type=int)
     p.add_argument("--master", help="Spark master URL")
+    p.add_argument("--mlflow", action="store_true", help="track each model's run in MLflow")
     p.set_defaults(func=_cmd_run)
     return parser
 

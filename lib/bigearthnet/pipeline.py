@@ -16,7 +16,7 @@ from pydantic import Field
 
 from bigearthnet.config import BuildConfig, SparkConfig
 from bigearthnet.configbase import StrictModel
-from bigearthnet.train.config import TrainConfig
+from bigearthnet.train.config import TrackingConfig, TrainConfig
 from bigearthnet.train.registry import MODEL_NAMES, MODELS
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,10 @@ class RunConfig(StrictModel):
     weights: str | None = Field(None, description="Inception weights: None, 'imagenet' or a file")
     overwrite: bool = True
     spark: SparkConfig = Field(default_factory=SparkConfig)
+    tracking: TrackingConfig = Field(
+        default_factory=TrackingConfig,
+        description="MLflow: one run per model (default local store: WORKDIR/mlruns)")
+    delta: bool = Field(False, description="build the dataset with Delta tables too")
 
 
 def train_model(cfg: TrainConfig | dict) -> dict:
@@ -92,10 +96,15 @@ def run(cfg: RunConfig) -> Path:
     manifest = run_build(BuildConfig(
         products=str(work / "world" / "products"), clc=str(work / "world" / "clc" / "clc2018.gpkg"),
         out=str(work / "dataset"), overwrite=True, label_rule=cfg.label_rule, split_seed=cfg.seed,
-        spark=cfg.spark))
+        spark=cfg.spark, delta=cfg.delta))
     timings["build_s"] = time.perf_counter() - t
     log.info("dataset in %s: %s", work / "dataset", manifest["counts"])
 
+    tracking = cfg.tracking
+    if tracking.mlflow and tracking.uri is None:  # the local store in WORKDIR/mlruns
+        from bigearthnet.train.tracking import resolve_uri
+
+        tracking = tracking.model_copy(update={"uri": resolve_uri(tracking, work / "runs")})
     runs: dict[str, Path] = {}
     for model in cfg.models:
         t = time.perf_counter()
@@ -104,11 +113,16 @@ def run(cfg: RunConfig) -> Path:
             dataset=str(work / "dataset"), out=str(run_dir), model=model, label_set=cfg.label_set,
             epochs=cfg.epochs.get(model, 3), batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
             weights=cfg.weights if MODELS[model].pretrained else None, overwrite=True,
+            tracking=tracking,
         ))
         evaluate_run(run_dir, split="test")
         runs[model] = run_dir
         timings[f"{model}_s"] = time.perf_counter() - t
         log.info("%s trained and evaluated (%.1f s)", model, timings[f"{model}_s"])
     report = write_report(work, runs, split="test")
+    if tracking.mlflow:
+        from bigearthnet.train.tracking import log_report
+
+        log_report(runs, report)
     (work / "report" / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
     return report

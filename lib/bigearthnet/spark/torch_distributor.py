@@ -19,6 +19,7 @@ from bigearthnet.spark.session import get_session
 from bigearthnet.train.config import TrainConfig
 from bigearthnet.train.distributed import raise_from_marker
 from bigearthnet.train.loop import train_worker
+from bigearthnet.train.tracking import worker_env
 
 
 def run_torch_distributor(cfg: TrainConfig, spark: Any = None) -> dict[str, Any]:
@@ -40,10 +41,11 @@ def run_torch_distributor(cfg: TrainConfig, spark: Any = None) -> dict[str, Any]
 
     if spark is None:
         spark = get_session(SparkConfig(master=cfg.spark_master), master=cfg.spark_master)
-    use_gpu = cfg.device != "cpu" and torch.cuda.is_available()
+    # device "cuda": GPUs on the executors, whether or not the driver has one (Databricks).
+    use_gpu = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
     distributor = TorchDistributor(num_processes=cfg.nproc, local_mode=False, use_gpu=use_gpu)
     try:
-        result = distributor.run(train_worker, cfg.model_dump_json())
+        result = distributor.run(train_worker, cfg.model_dump_json(), worker_env(cfg))
     except BigEarthNetError:
         raise
     except Exception as exc:

@@ -24,10 +24,29 @@ from bigearthnet.train.metrics import DEFAULT_THRESHOLD
 from bigearthnet.train.models import DEFAULT_FC_WIDTH
 from bigearthnet.train.registry import MODEL_NAMES, MODELS
 
-__all__ = ["RESUMABLE_CHANGES", "TrainConfig"]
+__all__ = ["RESUMABLE_CHANGES", "TrackingConfig", "TrainConfig"]
 
-RESUMABLE_CHANGES: frozenset[str] = frozenset({"epochs", "resume", "overwrite", "progress"})
+DEFAULT_EXPERIMENT = "bigearthnet"
+"""The MLflow experiment of tracked runs when none is named (outside Databricks)."""
+
+RESUMABLE_CHANGES: frozenset[str] = frozenset({"epochs", "resume", "overwrite", "progress",
+                                               "tracking"})
 """Keys that may differ between a run and its ``--resume``; any other change is refused."""
+
+
+class TrackingConfig(StrictModel):
+    """Experiment tracking with MLflow (:mod:`bigearthnet.train.tracking`)."""
+
+    mlflow: bool = Field(False, description="log params, metrics, the model and artifacts to MLflow")
+    uri: str | None = Field(
+        None, description="tracking URI; default: MLFLOW_TRACKING_URI or the Databricks "
+        "workspace when set, else a local SQLite store <parent of the run folder>/mlruns"
+    )
+    experiment: str | None = Field(
+        None, description=f"experiment name; default {DEFAULT_EXPERIMENT!r} (on Databricks: the "
+        "notebook's experiment; elsewhere a workspace path such as /Users/<me>/bigearthnet)"
+    )
+    run_name: str | None = Field(None, description="MLflow run name; default: <model>/<run folder>")
 
 
 class TrainConfig(StrictModel):
@@ -82,6 +101,9 @@ class TrainConfig(StrictModel):
     progress: bool = Field(True, description="tqdm progress bar on rank 0 (only on a tty)")
     resume: bool = Field(False, description="continue the run in `out` from checkpoints/last.pt")
     overwrite: bool = Field(False, description="delete an existing run folder `out` first")
+    tracking: TrackingConfig = Field(
+        default_factory=TrackingConfig, description="MLflow tracking (bigearthnet.train.tracking)"
+    )
 
     @field_validator("label_set", mode="before")
     @classmethod

@@ -25,6 +25,7 @@ from bigearthnet.train.config import TrainConfig
 from bigearthnet.train.distributed import free_port, select_device
 from bigearthnet.train.loop import train_worker
 from bigearthnet.train.rundir import prepare_run
+from bigearthnet.train.tracking import end_training_run, start_training_run
 
 Launcher = Callable[[TrainConfig], dict[str, Any]]
 """Runs :func:`~bigearthnet.train.loop.train_worker` for a prepared config; returns rank 0's
@@ -177,8 +178,17 @@ def train(cfg: TrainConfig | dict[str, Any], launcher: Launcher | None = None) -
             "(or pass bigearthnet.spark.torch_distributor.run_torch_distributor as launcher)"
         )
     prepare_run(cfg)
-    if launcher is not None:
-        return launcher(cfg)
-    if cfg.nproc > 1:
-        return run_local_ddp(cfg)
-    return run_in_process(cfg)
+    tracked = start_training_run(cfg)  # MLflow (tracking.mlflow): the run, params and tags
+    try:
+        if launcher is not None:
+            result = launcher(cfg)
+        elif cfg.nproc > 1:
+            result = run_local_ddp(cfg)
+        else:
+            result = run_in_process(cfg)
+    except BaseException:
+        if tracked is not None:
+            end_training_run(tracked, None, failed=True)
+        raise
+    end_training_run(tracked, result)
+    return result

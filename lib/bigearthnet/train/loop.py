@@ -79,6 +79,7 @@ from bigearthnet.train.rundir import (
     save_epoch,
     write_result,
 )
+from bigearthnet.train.tracking import EpochTracker
 
 __all__ = [
     "Determinism",
@@ -218,7 +219,7 @@ class Determinism:
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = self.previous_cudnn
 
 
-def train_worker(cfg_json: str) -> dict[str, Any]:
+def train_worker(cfg_json: str, env: dict[str, str] | None = None) -> dict[str, Any]:
     """Train in this process: single process, a local DDP rank or a TorchDistributor task.
 
     Reads its rank from the torchrun environment variables and joins the process group when
@@ -227,6 +228,8 @@ def train_worker(cfg_json: str) -> dict[str, Any]:
     Args:
         cfg_json: the :class:`TrainConfig` as JSON (a plain string crosses process and Spark
             boundaries without pickling the model class).
+        env: environment variables to set first (the tracking server's, for rank 0 on a
+            Spark executor; see :func:`bigearthnet.train.tracking.worker_env`).
 
     Returns:
         The run result on rank 0 (see :func:`train`); a short per-rank summary elsewhere.
@@ -236,6 +239,7 @@ def train_worker(cfg_json: str) -> dict[str, Any]:
             driver can re-raise them).
     """
     try:
+        os.environ.update(env or {})
         cfg = TrainConfig.model_validate_json(cfg_json)
         ctx = context_from_env()
         device = select_device(cfg.device, ctx.local_rank)
@@ -271,6 +275,7 @@ class _State:
     best_epoch: int | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     rank_rows: dict[str, int] = field(default_factory=lambda: {"train_rows": 0, "val_rows": 0})
+    tracker: EpochTracker | None = None  # rank 0 of an MLflow-tracked run
 
 
 def _init_state(cfg: TrainConfig, ctx: DistContext, device: torch.device) -> _State:
@@ -387,12 +392,15 @@ def _record_epoch(cfg: TrainConfig, state: _State, epoch: int, train: dict[str, 
     }
     save_epoch(run_dir, payload, improved)
     append_log(run_dir, record)
+    if state.tracker is not None:
+        state.tracker.log_epoch(record)
 
 
 def _train_process(cfg: TrainConfig, ctx: DistContext, device: torch.device) -> dict[str, Any]:
     t_start = time.perf_counter()
     run_dir = Path(cfg.out)
     state = _init_state(cfg, ctx, device)
+    state.tracker = EpochTracker.open(cfg, ctx.is_main)
     net: nn.Module = state.model
     if ctx.distributed:
         net = nn.parallel.DistributedDataParallel(
@@ -447,8 +455,21 @@ def _train_process(cfg: TrainConfig, ctx: DistContext, device: torch.device) -> 
                         "best": str(checkpoint_path(run_dir, BEST))},
         "wall_s": time.perf_counter() - t_start,
     }
+    if state.tracker is not None and state.best_epoch is not None:
+        result["mlflow"] = _log_best_model(cfg, state, val_loader, transform)
     write_result(run_dir, result)
     return result
+
+
+def _log_best_model(cfg: TrainConfig, state: _State, loader: Any,
+                    transform: BatchTransform) -> dict[str, Any]:
+    """Rank 0: the best checkpoint as the MLflow model, with a validation batch as example."""
+    ckpt = load_checkpoint(checkpoint_path(Path(cfg.out), BEST), map_location="cpu")
+    best = build_model(cfg.model, len(state.class_names), weights=None, fc_width=cfg.fc_width)
+    best.load_state_dict(ckpt["model"])
+    x, _ = transform(next(iter(loader)))
+    uri = state.tracker.log_model(best, x, cfg.model, state.class_names)
+    return {**state.tracker.ref, "model_uri": uri, "model_epoch": int(ckpt["epoch"])}
 
 
 def _score_gathered(gathered: list[tuple], class_names: list[str],
