@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from bigearthnet.config import BuildConfig
+from bigearthnet.dataset.delta import commit_delta_tables, has_delta_tables
 from bigearthnet.dataset.io import check_output, staged_output
 from bigearthnet.dataset.layout import DatasetLayout
 from bigearthnet.dataset.objectstore import S3Build, s3_build
@@ -20,6 +21,7 @@ from bigearthnet.sentinel2.products import ProductSource, discover_products
 from bigearthnet.spark.sedona_labels import read_tile_labels, sedona_spark_labels
 from bigearthnet.spark.session import get_session
 from bigearthnet.spark.tasks import TaskRun, first_failure, run_indexed_tasks
+from bigearthnet.stages.append import ExistingDataset, new_version
 from bigearthnet.stages.finish import (
     check_duplicate_patch_ids,
     finish_labeled,
@@ -83,6 +85,10 @@ def _run_tasks(spark, sources: list[ProductSource], staging: Path, cfg: BuildCon
 def run_build(cfg: BuildConfig) -> dict:
     """Build the dataset described by ``cfg``; return the manifest.
 
+    With ``cfg.append`` the products already in the dataset at ``cfg.out`` are skipped and the
+    new ones are added to it (:mod:`bigearthnet.stages.append`); a run that finds nothing new
+    leaves the dataset untouched.
+
     Raises:
         BigEarthNetError: a named error for bad input (``on_error: fail``), or
             BuildFailedError when every product failed.
@@ -90,7 +96,7 @@ def run_build(cfg: BuildConfig) -> dict:
     t0 = time.perf_counter()
     remote = s3_build(cfg)  # None unless an s3:// URI is involved; checks an s3:// output
     out = None if remote is not None and remote.out is not None else Path(cfg.out).resolve()
-    if out is not None:
+    if out is not None and not cfg.append:
         check_output(out, cfg.overwrite)
     sources, discovery_failures = discover_products(cfg.products)
     if discovery_failures and cfg.on_error == "fail":
@@ -99,45 +105,94 @@ def run_build(cfg: BuildConfig) -> dict:
     check_duplicate_patch_ids(sources)
     t_discover = time.perf_counter() - t0
 
-    engine_first = cfg.clc is not None and cfg.label_engine in PLAN_ENGINES
-    with (staged_output(out, cfg.overwrite) if out is not None else remote.staged()) as staging:
-        DatasetLayout(staging).create_task_folders()
-        spark = get_session(cfg.spark, master=None, require_sedona=engine_first)
-        label_stats, plan_failed, t_labels = None, {}, 0.0
-        if engine_first and sources:
-            t1 = time.perf_counter()
-            plans, plan_failed = _plan_all(sources)
-            if plan_failed and cfg.on_error == "fail":
-                raise first_failure(list(plan_failed.values()), len(sources), "products")
-            engine = PLAN_ENGINES[cfg.label_engine]
-            label_stats = engine(spark, plans, cfg, staging) if plans else {}
-            t_labels = time.perf_counter() - t1
-        t1 = time.perf_counter()
-        run = (_run_tasks(spark, sources, staging, cfg, label_stats, plan_failed, remote)
-               if sources else TaskRun())
-        summaries = run.rows
-        t_tiling = time.perf_counter() - t1
-        failed = [s for s in summaries if s["status"] != "ok"]
-        if failed and cfg.on_error == "fail":
-            raise first_failure(failed, len(sources), "products")
-        ok = [s for s in summaries if s["status"] == "ok"]
-        if not ok:
-            raise BuildFailedError(
-                "no product could be built: "
-                + "; ".join(f"{f.path}: {f.message}" for f in discovery_failures)
-                + "; ".join(f"{s['product_id']}: {s['error_message']}" for s in failed)
-            )
-        timings = {"discover_s": t_discover, "tasks_wall_s": t_tiling}
-        if engine_first:
-            timings["labels_plan_wall_s"] = t_labels
-        manifest = make_manifest(cfg, ok, failed, discovery_failures, timings)
-        manifest["counts"]["task_attempts_retried"] = run.failed_attempts
-        if cfg.clc is not None:
-            t2 = time.perf_counter()
-            if remote is not None:
-                remote.pull_parts(staging)
-            finish_labeled(staging, ok, manifest)
-            manifest["timings_s"]["merge_s"] = time.perf_counter() - t2
-        seal_staging(staging, manifest, DatasetLayout(staging).build_config, cfg.model_dump_json(indent=2))
+    try:
+        with (staged_output(out, overwrite=cfg.overwrite or cfg.append) if out is not None
+              else remote.staged()) as staging:
+            existing, skipped = None, []
+            if cfg.append:  # read under the output lock: no other job changes it meanwhile
+                existing = ExistingDataset.load(out, cfg)
+                sources, skipped = existing.partition(sources)
+                if not sources and not discovery_failures:
+                    raise _NothingNew(existing.manifest, skipped)
+            manifest = _build_into(staging, cfg, sources, discovery_failures, existing, skipped,
+                                   t_discover, remote)
+    except _NothingNew as nothing:  # the dataset is left as it was
+        manifest = {**nothing.manifest, "unchanged": True}
+        manifest["counts"] = {**manifest["counts"], "products_added": 0,
+                              "products_skipped_existing": len(nothing.skipped)}
+        manifest["failures"] = []
     manifest["timings_s"]["total_s"] = time.perf_counter() - t0
+    return manifest
+
+
+class _NothingNew(Exception):
+    """Internal: an append found no new product (the staging folder is dropped)."""
+
+    def __init__(self, manifest: dict, skipped: list[str]):
+        super().__init__("nothing new")
+        self.manifest, self.skipped = manifest, skipped
+
+
+def _build_into(staging: Path, cfg: BuildConfig, sources: list[ProductSource],
+                discovery_failures: list, existing: ExistingDataset | None, skipped: list[str],
+                t_discover: float, remote: S3Build | None = None) -> dict:
+    """Run the stages of ``sources`` into ``staging`` and write everything but ``_SUCCESS``.
+
+    With an ``s3://`` output (``remote``), ``staging`` is the driver's local folder: the tasks
+    upload their files under the run prefix, and the metadata parts are pulled back to merge.
+    """
+    engine_first = cfg.clc is not None and cfg.label_engine in PLAN_ENGINES
+    DatasetLayout(staging).create_task_folders()
+    spark = get_session(cfg.spark, master=None, require_sedona=engine_first)
+    label_stats, plan_failed, t_labels = None, {}, 0.0
+    if engine_first and sources:
+        t1 = time.perf_counter()
+        plans, plan_failed = _plan_all(sources)
+        if plan_failed and cfg.on_error == "fail":
+            raise first_failure(list(plan_failed.values()), len(sources), "products")
+        engine = PLAN_ENGINES[cfg.label_engine]
+        label_stats = engine(spark, plans, cfg, staging) if plans else {}
+        t_labels = time.perf_counter() - t1
+    t1 = time.perf_counter()
+    run = (_run_tasks(spark, sources, staging, cfg, label_stats, plan_failed, remote)
+           if sources else TaskRun())
+    summaries = run.rows
+    t_tiling = time.perf_counter() - t1
+    failed = [s for s in summaries if s["status"] != "ok"]
+    if failed and cfg.on_error == "fail":
+        raise first_failure(failed, len(sources), "products")
+    ok = [s for s in summaries if s["status"] == "ok"]
+    if not ok:
+        raise BuildFailedError(
+            "no product could be built: "
+            + "; ".join(f"{f.path}: {f.message}" for f in discovery_failures)
+            + "; ".join(f"{s['product_id']}: {s['error_message']}" for s in failed)
+        )
+    timings = {"discover_s": t_discover, "tasks_wall_s": t_tiling}
+    if engine_first:
+        timings["labels_plan_wall_s"] = t_labels
+    added = [s["product_id"] for s in ok]
+    if existing is not None:
+        existing.link_into(staging)
+        ok = existing.summaries() + ok
+    manifest = make_manifest(cfg, ok, failed, discovery_failures, timings)
+    manifest["history"] = new_version(
+        cfg, existing.history if existing else [], added, skipped,
+        [s["product_id"] for s in failed], sum(s["n_patches"] for s in ok if s["product_id"] in added))
+    counts = manifest["counts"]
+    counts["task_attempts_retried"] = run.failed_attempts
+    counts["products_added"] = len(added)
+    counts["products_skipped_existing"] = len(skipped)
+    if cfg.clc is not None:
+        t2 = time.perf_counter()
+        if remote is not None:
+            remote.pull_parts(staging)
+        finish_labeled(staging, ok, manifest)
+        manifest["timings_s"]["merge_s"] = time.perf_counter() - t2
+    if cfg.delta or (existing is not None and has_delta_tables(existing.root)):  # --delta
+        t2 = time.perf_counter()
+        manifest["delta"] = commit_delta_tables(staging, len(manifest["history"]),
+                                                existing.root if existing is not None else None)
+        manifest["timings_s"]["delta_s"] = time.perf_counter() - t2
+    seal_staging(staging, manifest, DatasetLayout(staging).build_config, cfg.model_dump_json(indent=2))
     return manifest
