@@ -110,7 +110,7 @@ def render() -> str:
 
     sys.path.insert(0, str(ROOT))
     parts = [HEADER.rstrip("\n"), ""]
-    for name in ("tiling", "scaling", "labels"):
+    for name in ("tiling", "scaling", "session", "labels"):
         parts += _section(name, _load(name)) + [""]
     parts += [loader_section(_load("loader")), ""]
     parts += train_section(_load("train"))

@@ -89,11 +89,13 @@ def render(doc: dict) -> list[str]:
     if not doc.get("variants"):
         return lines + ["Not measured yet (`python bench/run.py session`)."]
     load = doc["loadavg_1m_before"]
+    base = set(doc["java_options"]["default_jit"].split())
+    added = " ".join(t for t in doc["java_options"]["quick_jvm"].split() if t not in base)
     lines += [
         (f"Fresh interpreters on `{doc['master']}`, {doc['reps']} interleaved repetitions, median "
          f"(min–max); tree CPU counts every process (driver Python, JVM, PySpark workers). "
          f"`default_jit`: the JVM's tiered JIT; `quick_jvm`: driver JVM options "
-         f"`{doc['java_options']['quick_jvm']}` (the default of `spark.quick_jvm` on local "
+         f"`{added}` added (the default of `spark.quick_jvm` on local "
          f"masters, not used with the sedona-spark engine). *session*: start, one tiny job, stop; "
          f"*build*: a labelled build of one {doc['size_px']} px COG product. 1-minute load "
          f"average before the runs {load['min']}–{load['max']}."),
