@@ -29,7 +29,8 @@ def copy_products(world: Path, dest: Path) -> Path:
 
 
 def resign(products: Path) -> Path:
-    """Rewrite the checksums of every product under ``products`` for the files as they are now
+    """Rewrite the checksums of every product under ``products`` (or of the product
+    ``products``, a SAFE or STAC item folder) for the files as they are now
     (``manifest.safe`` of SAFE folders, ``file:checksum``/``file:size`` of STAC assets whose file
     exists): a product its producer wrote wrong, rather than one damaged after it was written."""
     import json
@@ -39,7 +40,8 @@ def resign(products: Path) -> Path:
     from bigearthnet.sentinel2.naming import parse_product_name
     from bigearthnet.synth.writers import safe_manifest_xml
 
-    for safe in sorted(products.rglob("*.SAFE")):
+    safes = [products] if products.name.endswith(".SAFE") else sorted(products.rglob("*.SAFE"))
+    for safe in safes:
         if (safe / "manifest.safe").exists():
             try:
                 name = parse_product_name(safe.name)

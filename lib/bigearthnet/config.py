@@ -6,15 +6,29 @@ there) merges defaults, a YAML file and command-line options.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+import math
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from bigearthnet.configbase import StrictModel, load_yaml, resolve
 from bigearthnet.constants import REBEN_MAX_UNLABELED_FRACTION
 from bigearthnet.quality import QualityConfig
 
-__all__ = ["BuildConfig", "ImportConfig", "SparkConfig", "StrictModel", "load_yaml", "resolve"]
+
+def _check_fractions(value: tuple[float, float, float]) -> tuple[float, float, float]:
+    if any(not math.isfinite(f) or f < 0 for f in value) or not math.isclose(sum(value), 1.0,
+                                                                               abs_tol=1e-9):
+        raise ValueError(f"must be 3 non-negative fractions (train, validation, test) summing "
+                         f"to 1, got {list(value)}")
+    return value
+
+
+SplitFractions = Annotated[tuple[float, float, float], AfterValidator(_check_fractions)]
+"""(train, validation, test) fractions of a random split: finite, >= 0, summing to 1."""
+
+__all__ = ["BuildConfig", "ExportConfig", "ImportConfig", "ImportV2Config", "SparkConfig", "StrictModel",
+           "load_yaml", "resolve"]
 
 
 class SparkConfig(StrictModel):
@@ -60,8 +74,8 @@ class BuildConfig(StrictModel):
     strip_rows: int = Field(
         8, ge=1, le=91, description="patch rows read per raster window; one Parquet row group each"
     )
-    gdal_threads: int = Field(1, ge=1, description="GDAL_NUM_THREADS inside each task")
-    gdal_cache_mb: int = Field(512, ge=16, description="GDAL block cache per task (MB)")
+    gdal_threads: int = Field(1, ge=1, le=256, description="GDAL_NUM_THREADS inside each task")
+    gdal_cache_mb: int = Field(512, ge=16, le=1 << 20, description="GDAL block cache per task (MB)")
     compression: Literal["zstd", "snappy", "none"] = Field(
         "zstd", description="Parquet codec of the scalar columns"
     )
@@ -78,7 +92,8 @@ class BuildConfig(StrictModel):
         "(the default: faster on one machine); sedona-spark: one Apache Sedona plan over all "
         "tiles before the pixel tasks (needs the Sedona jars)"
     )
-    min_area_m2: float = Field(0.0, ge=0.0, description="v1 rule: minimum intersection area")
+    min_area_m2: float = Field(0.0, ge=0.0, lt=1200.0 ** 2, allow_inf_nan=False,
+                               description="v1 rule: minimum intersection area (below a patch's)")
     max_unlabeled_fraction: float = Field(
         REBEN_MAX_UNLABELED_FRACTION, ge=0.0, le=1.0, description="reben rule: drop a patch at this unlabeled fraction or more"
     )
@@ -89,7 +104,7 @@ class BuildConfig(StrictModel):
     )
     split: Literal["random", "reben", "official"] = "random"
     split_seed: int = 0
-    split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    split_fractions: SplitFractions = (0.6, 0.2, 0.2)
     official_splits: str | None = Field(
         None, description="folder with train.csv, val.csv, test.csv (or .csv.bz2) of v1 names"
     )
@@ -122,7 +137,7 @@ class ImportConfig(StrictModel):
         "sets contains_seasonal_snow, 'cloud' sets contains_cloud_or_shadow",
     )
     split_seed: int = 0
-    split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    split_fractions: SplitFractions = (0.6, 0.2, 0.2)
     patches_per_task: int = Field(512, ge=1)
     compression: str = "zstd"
     spark: SparkConfig = Field(default_factory=SparkConfig)

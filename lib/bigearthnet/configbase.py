@@ -13,7 +13,7 @@ from typing import Any, ClassVar, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from bigearthnet.errors import ConfigError
+from bigearthnet.errors import ConfigError, FileNameError
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -22,6 +22,22 @@ class StrictModel(BaseModel):
     """Base for all config models: unknown keys are an error, assignments are validated."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @model_validator(mode="after")
+    def _utf8_text(self) -> StrictModel:
+        # A path with bytes that are not UTF-8 (a surrogate escape in Python) cannot reach GDAL,
+        # Arrow or JSON; refuse it by name now rather than fail somewhere deep in a job.
+        for name in type(self).model_fields:
+            for text in _strings(getattr(self, name)):
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError:
+                    shown = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+                    raise FileNameError(
+                        f"{name} {shown}: the name is not valid UTF-8 (GDAL, Parquet and JSON "
+                        "need UTF-8 paths); rename it"
+                    ) from None
+        return self
 
     S3_FIELDS: ClassVar[frozenset[str]] = frozenset()
     """The string fields that accept ``s3://`` URIs; every other one refuses them, so a local
@@ -36,6 +52,18 @@ class StrictModel(BaseModel):
                     f"{name} {value!r}: this setting takes a local or shared path, not an s3:// "
                     "URI (s3:// is accepted by build --products/--clc/--out and train --dataset)")
         return self
+
+
+def _strings(value: Any):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list | tuple):
+        for v in value:
+            yield from _strings(v)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _strings(k)
+            yield from _strings(v)
 
 
 def _format_validation_error(exc: ValidationError, source: str) -> str:
@@ -55,11 +83,18 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError(f"config file {p} does not exist")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {p} is not UTF-8 text ({exc}); fix it: save it as UTF-8"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"config file {p} cannot be read ({exc}); check its permissions") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {p} is not valid YAML: {exc}") from exc
+        raise ConfigError(f"config file {p} is not valid YAML; fix it: {exc}") from exc
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {p} must hold a mapping of keys, got {type(data).__name__}")
+        raise ConfigError(f"config file {p} must hold a mapping of keys, got "
+                          f"{type(data).__name__}; fix it (key: value lines)")
     return data
 
 

@@ -219,6 +219,22 @@ class CorruptDatasetError(BigEarthNetError, OSError):
     """A dataset file (Parquet, ``stats.json``, ``manifest.json``) is truncated or unreadable."""
 
 
+@register
+class NoDataTileError(BigEarthNetError, ValueError):
+    """Every pixel of a product's bands and SCL is 0 (no data): the product holds no image."""
+
+
+@register
+class FileNameError(BigEarthNetError, OSError):
+    """An input path is not valid UTF-8 (GDAL, Arrow and JSON need UTF-8 names). An OSError, not
+    a ValueError, so that config models raise it as is (pydantic wraps ValueErrors)."""
+
+
+@register
+class AssetUnreachableError(BigEarthNetError, OSError):
+    """A remote asset (http(s) or s3 URL of a STAC item) cannot be opened."""
+
+
 # --- object storage (s3:// inputs and outputs) ----------------------------------------------
 
 

@@ -28,6 +28,9 @@ from bigearthnet.storage import ObjectStore, S3Uri, is_s3_uri
 CODE_COLUMN = "Code_18"
 """Attribute holding the three-digit CLC 2018 Level-3 code in the official vector products."""
 
+_DAMAGED = ("The file is damaged or not a GeoPackage: re-download the CLC 2018 GeoPackage, or "
+            "fix --clc")
+
 _POLYGONAL = (shapely.GeometryType.POLYGON, shapely.GeometryType.MULTIPOLYGON)
 
 
@@ -194,8 +197,8 @@ def read_clc_bbox(
                 "GeoPackage there or fix --clc")
     elif not Path(path_str).exists():
         raise InputNotFoundError(
-            f"CORINE Land Cover file {path_str} does not exist; pass the CLC 2018 GeoPackage "
-            "(e.g. U2018_CLC2018_V2020_20u1.gpkg) or generate a synthetic one"
+            f"CORINE Land Cover file {path_str} does not exist; check the --clc path: pass the "
+            "CLC 2018 GeoPackage (e.g. U2018_CLC2018_V2020_20u1.gpkg) or generate a synthetic one"
         )
     minx, miny, maxx, maxy = (float(v) for v in bounds)
     if not (minx < maxx and miny < maxy):
@@ -207,7 +210,7 @@ def read_clc_bbox(
     try:
         info = pyogrio.read_info(gdal, layer=layer)
     except (DataSourceError, DataLayerError, OSError) as exc:
-        raise ClcReadError(f"{path_str}: cannot open CLC layer {layer!r}: {exc}") from exc
+        raise ClcReadError(f"{path_str}: cannot open CLC layer {layer!r}: {exc}. {_DAMAGED}") from exc
     if code_column not in list(info["fields"]):
         raise ClcSchemaError(
             f"{path_str}: CLC layer {info.get('layer_name', layer)!r} has no {code_column!r} "
@@ -225,7 +228,7 @@ def read_clc_bbox(
             gdal, layer=layer, columns=[code_column], bbox=tuple(bbox_src)
         )
     except (DataSourceError, DataLayerError, OSError) as exc:
-        raise ClcReadError(f"{path_str}: cannot read CLC polygons: {exc}") from exc
+        raise ClcReadError(f"{path_str}: cannot read CLC polygons: {exc}. {_DAMAGED}") from exc
 
     codes = _parse_codes(table[code_column], path_str, code_column)
     wkb = _geometry_column(table, meta, path_str)
@@ -269,7 +272,7 @@ def prepare_clc(codes: np.ndarray, wkb: pa.Array, src_crs: CrsLike, dst_crs: Crs
     try:
         original = shapely.from_wkb(wkb.to_numpy(zero_copy_only=False))
     except shapely.errors.GEOSException as exc:
-        raise ClcReadError(f"{path_str}: corrupt polygon geometry (WKB): {exc}") from exc
+        raise ClcReadError(f"{path_str}: corrupt polygon geometry (WKB): {exc}. {_DAMAGED}") from exc
     geoms, keep, n_invalid = repair_polygons(original)
     dropped = int((~keep).sum())
     codes, geoms = codes[keep], geoms[keep]

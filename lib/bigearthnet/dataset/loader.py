@@ -117,22 +117,33 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from bigearthnet.dataset.layout import DatasetLayout
 from bigearthnet.dataset.objectstore import local_dataset
 from bigearthnet.dataset.schema import (
-    LABELED_PATCH_SCHEMA,
     TensorColumn,
+    labeled_schema,
     tensor_columns_from_metadata,
 )
 from bigearthnet.errors import (
+    BigEarthNetError,
     ConfigError,
+    CorruptDatasetError,
     DatasetSchemaError,
     IncompleteDatasetError,
     InputNotFoundError,
     SplitNotFoundError,
+    error_from_name,
 )
 
 DEFAULT_COLUMNS: tuple[str, ...] = ("bands_10m", "bands_20m", "bands_60m", "multi_hot_43")
 """The tensors S-CNN-All needs with the 43-class labels."""
 
 Equalize = Literal["none", "drop", "pad"]
+
+_REBUILD = "rebuild the dataset (bigearthnet build --overwrite), or restore the file from a good copy"
+
+
+def _damaged(path: str | Path, what: str, exc: BaseException) -> CorruptDatasetError:
+    """The named error for a dataset file that cannot be read as its footer promises."""
+    return CorruptDatasetError(f"{path}: {what} ({type(exc).__name__}: {exc}); the file is "
+                               f"truncated or damaged: {_REBUILD}")
 Batch = dict[str, "torch.Tensor | list[str]"]
 
 
@@ -202,8 +213,11 @@ def list_units(path: Path, columns: Sequence[str]) -> tuple[list[Unit], dict[str
     units: list[Unit] = []
     specs: dict[str, TensorColumn] = {}
     for f in files:
-        meta = pq.read_metadata(f)
-        schema = meta.schema.to_arrow_schema()
+        try:
+            meta = pq.read_metadata(f)
+            schema = meta.schema.to_arrow_schema()
+        except (pa.ArrowException, OSError) as exc:
+            raise _damaged(f, "not a readable Parquet file", exc) from None
         try:
             file_specs = tensor_columns_from_metadata(schema)
         except ValueError as exc:
@@ -232,7 +246,7 @@ def list_units(path: Path, columns: Sequence[str]) -> tuple[list[Unit], dict[str
 
 def _expected_spec(name: str) -> TensorColumn | None:
     try:
-        col = LABELED_PATCH_SCHEMA[name]
+        col = labeled_schema(reference_maps=True)[name]  # reference maps: builds, import-v2
     except KeyError:
         return None
     return col if isinstance(col, TensorColumn) else None
@@ -533,14 +547,20 @@ class _OpenFiles:
                 e = min(k, j + 500)
                 iov = [view for t in range(j, e)
                        for view in (prefixes[4 * t:4 * t + 4], rows[t * nbytes:(t + 1) * nbytes])]
-                if not _preadv_full(fd, iov, offsets[j], (e - j) * stride):
-                    raise DatasetSchemaError(f"{self.paths[last]}: file shorter than its footer says")
+                try:
+                    full = _preadv_full(fd, iov, offsets[j], (e - j) * stride)
+                except OSError as exc:
+                    raise _damaged(self.paths[last], "reading tensor values failed", exc) from None
+                if not full:
+                    raise CorruptDatasetError(
+                        f"{self.paths[last]}: the file is shorter than its footer says: it was "
+                        f"truncated; {_REBUILD}")
                 j = e
         if not np.all(prefix == nbytes):
             bad = int(np.flatnonzero(prefix != nbytes)[0])
             raise DatasetSchemaError(
                 f"{self.paths[files[bad]]}: a tensor value at byte {offsets[bad]} holds "
-                f"{int(prefix[bad])} bytes, not {nbytes}")
+                f"{int(prefix[bad])} bytes, not {nbytes}: the file is damaged; {_REBUILD}")
 
 
 class _Located:
@@ -819,7 +839,7 @@ class PatchDataset(IterableDataset):
                 ring = self._ring = _SlotRing(self._slots, info.id, self._batch_layout())
             ring.new_iteration()
             alloc = ring
-        return self.iter_shard(info.id, info.num_workers, _alloc=alloc)
+        return _carry_errors(self.iter_shard(info.id, info.num_workers, _alloc=alloc))
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -887,6 +907,15 @@ class PatchDataset(IterableDataset):
     def _read(self, seg: Segment, files: _OpenFiles) -> dict[str, np.ndarray | _Located]:
         """The segment's rows: large plain tensor columns as file positions (see _locate),
         the other columns read with ``read_row_group`` and viewed as numpy arrays."""
+        try:
+            return self._read_unchecked(seg, files)
+        except BigEarthNetError:
+            raise
+        except (pa.ArrowException, OSError, EOFError) as exc:
+            unit = self.units[seg.unit]
+            raise _damaged(unit.path, f"reading row group {unit.row_group} failed", exc) from None
+
+    def _read_unchecked(self, seg: Segment, files: _OpenFiles) -> dict[str, np.ndarray | _Located]:
         unit = self.units[seg.unit]
         pf = files.parquet(unit.path)
         chunk: dict[str, np.ndarray | _Located] = {}
@@ -1159,6 +1188,24 @@ class _SlotBatch:
         return table.pinned(self)
 
 
+@dataclass(frozen=True)
+class _WorkerError:
+    """A named error raised in a DataLoader worker process, sent to the main process as a
+    batch (its name and message), so that the consumer raises the same error with the same
+    message instead of DataLoader's re-raise that embeds the worker's traceback text."""
+
+    name: str
+    message: str
+
+
+def _carry_errors(batches: Iterator[Batch]) -> Iterator[Batch | _WorkerError]:
+    """A worker's batches; a named error ends them with a :class:`_WorkerError`."""
+    try:
+        yield from batches
+    except BigEarthNetError as exc:
+        yield _WorkerError(type(exc).__name__, str(exc))
+
+
 class _SlotBatches:
     """Main-process iterator over a worker-process DataLoader using slot rings."""
 
@@ -1174,6 +1221,8 @@ class _SlotBatches:
     def __next__(self) -> Batch:
         self._table.release()
         item = next(self._batches)
+        if isinstance(item, _WorkerError):
+            raise error_from_name(item.name, item.message)
         if isinstance(item, _SlotBatch):
             return self._table.hand_out(item)
         if isinstance(item, dict) and any(isinstance(v, torch.Tensor) for v in item.values()):

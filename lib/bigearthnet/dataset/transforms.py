@@ -51,11 +51,13 @@ def load_stats(path: str | Path) -> dict:
     if p.is_dir():
         p = DatasetLayout(p).stats
     if not p.is_file():
-        raise InputNotFoundError(f"band statistics {p} do not exist; was the dataset built?")
+        raise InputNotFoundError(f"band statistics {p} do not exist; was the dataset built? "
+                                 "Rebuild it (bigearthnet build --overwrite)")
     try:
-        return json.loads(p.read_text())
-    except json.JSONDecodeError as exc:
-        raise StatsError(f"{p} is not valid JSON: {exc}") from None
+        return json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise StatsError(f"{p} is not valid JSON ({exc}): the file is damaged; rebuild the "
+                         "dataset (bigearthnet build --overwrite)") from None
 
 
 def band_mean_std(stats: Mapping, bands: tuple[str, ...]) -> tuple[list[float], list[float]]:

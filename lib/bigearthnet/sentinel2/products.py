@@ -25,6 +25,7 @@ from pathlib import Path
 from bigearthnet.errors import (
     BigEarthNetError,
     EmptyInputError,
+    FileNameError,
     InputNotFoundError,
     MissingBandError,
     StacItemError,
@@ -153,13 +154,15 @@ def resolve_stac_item(path: Path, item: dict | None = None) -> ProductSource:
         try:
             item = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
-            raise StacItemError(f"STAC item {path} cannot be read as JSON: {exc}") from exc
+            raise StacItemError(f"STAC item {path} cannot be read as JSON ({exc}); re-download "
+                                "it or fix it") from exc
     props = item.get("properties") or {}
     raw_name = props.get("s2:product_uri") or item.get("id") or ""
     name = parse_product_name(str(raw_name), source=str(path))
     assets = item.get("assets")
     if not isinstance(assets, dict):
-        raise StacItemError(f"STAC item {path} (product {name.name}) has no 'assets' mapping")
+        raise StacItemError(f"STAC item {path} (product {name.name}) has no 'assets' mapping; "
+                            "fix the item or re-download it")
     layers: dict[str, str] = {}
     expected: dict[str, dict] = {}
     for layer in ALL_LAYERS:
@@ -167,16 +170,18 @@ def resolve_stac_item(path: Path, item: dict | None = None) -> ProductSource:
         if key is None:
             raise MissingBandError(
                 f"product {name.name}: STAC item {path} has no asset for band {layer} "
-                f"(looked for keys {', '.join(STAC_ASSET_ALIASES[layer])})"
+                f"(looked for keys {', '.join(STAC_ASSET_ALIASES[layer])}); fix the item or "
+                "re-download the product"
             )
         href = assets[key].get("href") if isinstance(assets[key], dict) else None
         if not href:
-            raise StacItemError(f"STAC item {path}: asset {key} has no href")
+            raise StacItemError(f"STAC item {path}: asset {key} has no href; fix the item or "
+                                "re-download the product")
         gdal_path = _href_to_gdal(href, path)
         if not gdal_path.startswith("/vsi") and not os.path.exists(gdal_path):
             raise MissingBandError(
                 f"product {name.name}: band {layer} file {gdal_path} (asset {key} of {path}) "
-                "does not exist"
+                "does not exist; re-download the product or fix the asset's href"
             )
         layers[layer] = gdal_path
         checksum = checksums.stac_asset_checksum(assets[key], f"STAC item {path}, asset {key}")
@@ -223,6 +228,7 @@ def discover_products(root: str | Path) -> tuple[list[ProductSource], list[Disco
     if is_s3_uri(root):
         return _checked(str(root), *discover_s3_products(S3Uri.parse(str(root))))
     root = Path(root)
+    _check_utf8(str(root), "input")
     if not root.exists():
         raise InputNotFoundError(f"input folder {root} does not exist")
     if root.is_file():
@@ -243,9 +249,31 @@ def discover_products(root: str | Path) -> tuple[list[ProductSource], list[Disco
                 item = _is_stac_item(path)
                 if item is not None:
                     sources.append(resolve_stac_item(path, item))
+            if sources and sources[-1].path == str(path):
+                for layer_path in [sources[-1].path, *sources[-1].layers.values()]:
+                    _check_utf8(layer_path, f"product {sources[-1].product_id}: file")
         except BigEarthNetError as exc:
+            if sources and sources[-1].path == str(path):
+                sources.pop()
             failures.append(DiscoveryFailure(str(path), type(exc).__name__, str(exc)))
     return _checked(str(root), sources, failures)
+
+
+def printable(path: str) -> str:
+    """A path as text that can be printed, stored in JSON or Arrow: bytes that are not UTF-8
+    (surrogate escapes in Python) become ``\\xff`` escapes."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _check_utf8(path: str, what: str) -> None:
+    """GDAL (through rasterio), Arrow and JSON need UTF-8 paths: refuse others by name."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise FileNameError(
+            f"{what} {printable(path)} has a name that is not valid UTF-8 (GDAL, Parquet and "
+            "JSON need UTF-8 paths); rename it"
+        ) from None
 
 
 def _checked(root: str, sources: list[ProductSource],
@@ -385,7 +413,8 @@ def _resolve_s3_stac(store: ObjectStore, uri: S3Uri, base: S3Uri,
         if key is None:
             raise MissingBandError(
                 f"product {name.name}: STAC item {uri} has no asset for band {layer} "
-                f"(looked for keys {', '.join(STAC_ASSET_ALIASES[layer])})")
+                f"(looked for keys {', '.join(STAC_ASSET_ALIASES[layer])}); fix the item or "
+                "re-download the product")
         href = assets[key].get("href") if isinstance(assets[key], dict) else None
         if not href:
             raise StacItemError(f"STAC item {uri}: asset {key} has no href")

@@ -17,6 +17,7 @@ from rasterio.windows import Window
 
 from bigearthnet.constants import patch_px
 from bigearthnet.errors import (
+    AssetUnreachableError,
     BigEarthNetError,
     CorruptRasterError,
     GeoreferenceMismatchError,
@@ -30,6 +31,8 @@ from bigearthnet.storage import gdal_remote_error
 
 _RES = {b.name: b.resolution_m for b in BANDS} | {SCL.name: SCL.resolution_m}
 _TOLERANCE_M = 1e-6
+_FIX = ("The product's files are inconsistent: re-download the product, or remove it from the "
+        "input (on_error: skip builds the others).")
 
 
 @dataclass
@@ -100,6 +103,13 @@ class OpenProduct(contextlib.AbstractContextManager):
         try:
             return rasterio.open(path)
         except RasterioError as exc:
+            if path.startswith("/vsicurl/"):
+                url = path.removeprefix("/vsicurl/")
+                raise AssetUnreachableError(
+                    f"product {self.source.product_id}: cannot open the {layer} asset {url} "
+                    f"({exc}). Check that the URL is reachable from every executor (network, "
+                    "proxy, credentials), or re-download the product with its assets."
+                ) from exc
             remote = gdal_remote_error(path, exc, f"product {self.source.product_id}: {layer}: ")
             if remote is not None:
                 raise remote from exc
@@ -114,7 +124,7 @@ class OpenProduct(contextlib.AbstractContextManager):
         ref_path = self.source.layers["B02"]
         crs = ref.crs
         if crs is None:
-            raise GeoreferenceMismatchError(f"product {pid}: {ref_path} has no CRS")
+            raise GeoreferenceMismatchError(f"product {pid}: {ref_path} has no CRS. {_FIX}")
         ulx, uly = ref.transform.c, ref.transform.f
         for layer, ds in self._datasets.items():
             path = self.source.layers[layer]
@@ -123,23 +133,23 @@ class OpenProduct(contextlib.AbstractContextManager):
             if ds.count != 1 or ds.dtypes[0] != want_dtype:
                 raise RasterFormatError(
                     f"product {pid}: {layer} file {path} has {ds.count} band(s) of "
-                    f"{ds.dtypes[0]}, expected 1 band of {want_dtype}"
+                    f"{ds.dtypes[0]}, expected 1 band of {want_dtype}. {_FIX}"
                 )
             if ds.crs != crs:
                 raise GeoreferenceMismatchError(
                     f"product {pid}: {layer} file {path} is in {ds.crs}, but B02 "
-                    f"({ref_path}) is in {crs}; all bands of a product must share one CRS"
+                    f"({ref_path}) is in {crs}; all bands of a product must share one CRS. {_FIX}"
                 )
             t = ds.transform
             if (abs(t.a - res) > _TOLERANCE_M or abs(t.e + res) > _TOLERANCE_M or t.b or t.d):
                 raise GeoreferenceMismatchError(
                     f"product {pid}: {layer} file {path} has pixel size ({t.a}, {t.e}), "
-                    f"expected ({res}, {-res}) north-up"
+                    f"expected ({res}, {-res}) north-up. {_FIX}"
                 )
             if abs(t.c - ulx) > _TOLERANCE_M or abs(t.f - uly) > _TOLERANCE_M:
                 raise GeoreferenceMismatchError(
                     f"product {pid}: {layer} file {path} starts at ({t.c}, {t.f}) but B02 "
-                    f"({ref_path}) starts at ({ulx}, {uly}); the bands' transforms disagree"
+                    f"({ref_path}) starts at ({ulx}, {uly}); the bands' transforms disagree. {_FIX}"
                 )
         grid = PatchGrid(ulx, uly, ref.width, ref.height)
         grid.check(f"product {pid} ({ref_path})")
@@ -149,11 +159,12 @@ class OpenProduct(contextlib.AbstractContextManager):
                 raise GeoreferenceMismatchError(
                     f"product {pid}: {layer} file {self.source.layers[layer]} is "
                     f"{ds.width}x{ds.height} px, too small for the {grid.n_cols}x{grid.n_rows} "
-                    f"patch grid of B02 ({ref.width}x{ref.height} px)"
+                    f"patch grid of B02 ({ref.width}x{ref.height} px). {_FIX}"
                 )
         epsg = crs.to_epsg()
         if epsg is None:
-            raise GeoreferenceMismatchError(f"product {pid}: CRS of {ref_path} has no EPSG code")
+            raise GeoreferenceMismatchError(
+                f"product {pid}: CRS of {ref_path} has no EPSG code. {_FIX}")
         return crs, int(epsg), grid
 
     def __exit__(self, *exc_info):

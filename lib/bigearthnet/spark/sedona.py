@@ -405,8 +405,8 @@ def clc_dataframe(
     path = os.fspath(gpkg_path)
     if _is_local(path) and not Path(path.removeprefix("file:")).exists():
         raise InputNotFoundError(
-            f"CORINE Land Cover file {path} does not exist; pass the CLC 2018 GeoPackage "
-            "(e.g. U2018_CLC2018_V2020_20u1.gpkg) or generate a synthetic one"
+            f"CORINE Land Cover file {path} does not exist; check the --clc path: pass the "
+            "CLC 2018 GeoPackage (e.g. U2018_CLC2018_V2020_20u1.gpkg) or generate a synthetic one"
         )
     from py4j.protocol import Py4JJavaError
     from pyspark.errors import PySparkException
@@ -415,7 +415,9 @@ def clc_dataframe(
     try:
         tables = _features_tables(spark, path)
     except read_errors as exc:
-        raise ClcReadError(f"{path}: cannot open CLC layer {layer!r}: {exc}") from exc
+        raise ClcReadError(f"{path}: cannot open CLC layer {layer!r}: {exc}. The file is damaged "
+                           "or not a GeoPackage: re-download the CLC 2018 GeoPackage, or fix --clc"
+                           ) from exc
     if not tables:
         raise ClcSchemaError(f"{path}: the GeoPackage holds no features table (CLC layer)")
     table = layer or next(iter(tables))

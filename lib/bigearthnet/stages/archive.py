@@ -21,10 +21,17 @@ from rasterio.errors import RasterioError
 
 from bigearthnet.clc.nomenclature import LABELS_19, NAME_43_TO_NAME_19, multi_hot
 from bigearthnet.constants import patch_px
+from bigearthnet.dataset.io import check_output
 from bigearthnet.dataset.layout import DatasetLayout
 from bigearthnet.dataset.schema import BANDS_10M, BANDS_20M, BANDS_60M, encode_tensor
 from bigearthnet.dataset.stats import BandHistograms
-from bigearthnet.errors import CorruptRasterError, PatchMissingError, RasterFormatError
+from bigearthnet.errors import (
+    CorruptRasterError,
+    InputNotFoundError,
+    PatchMissingError,
+    RasterFormatError,
+    UnsupportedStorageError,
+)
 from bigearthnet.sentinel2.bands import GROUPS
 from bigearthnet.stages.write import (
     SplitWriters,
@@ -38,6 +45,38 @@ IMPORT_ROW_GROUP = 128
 """Rows per Parquet row group of an imported split file."""
 
 _ORDER_19 = {n: i for i, n in enumerate(LABELS_19)}
+
+_FIX = "re-download the archive, or restore the file from a good copy"
+
+
+def local_only(*paths: str) -> None:
+    """Folder archives are read and written on a filesystem (a mount of the bucket works).
+
+    Raises:
+        UnsupportedStorageError: an ``s3://`` path.
+    """
+    for path in paths:
+        if str(path).startswith("s3://"):
+            raise UnsupportedStorageError(
+                f"{path}: import-v2 and export read and write folder archives on a filesystem; "
+                "copy the archive to a local or mounted folder (or mount the bucket) and pass that")
+
+
+def job_paths(archive: str, what: str, out: str, overwrite: bool) -> tuple[Path, Path]:
+    """An import's archive folder and resolved output, checked before any work.
+
+    Raises:
+        UnsupportedStorageError: an ``s3://`` path.
+        InputNotFoundError: the archive folder does not exist.
+        OutputExistsError: the output exists and ``overwrite`` is not set.
+    """
+    local_only(archive, out)
+    folder = Path(archive)
+    if not folder.is_dir():
+        raise InputNotFoundError(f"{what} folder {folder} does not exist")
+    resolved = Path(out).resolve()
+    check_output(resolved, overwrite)
+    return folder, resolved
 
 
 @dataclass(frozen=True)
@@ -72,18 +111,20 @@ def read_band_groups(patch: str, band_paths: dict[str, Path]) -> tuple[dict[int,
         for i, band in enumerate(names):
             path = band_paths[band]
             if not path.is_file():
-                raise PatchMissingError(f"patch {patch}: band file {path} is missing")
+                raise PatchMissingError(f"patch {patch}: band file {path} is missing; {_FIX}")
             try:
                 with rasterio.open(path) as src:
                     data = src.read(1)
                     epsg = src.crs.to_epsg() if src.crs else None
                     georefs.append(Georef(band, epsg, tuple(src.bounds)))
             except RasterioError as exc:
-                raise CorruptRasterError(f"patch {patch}: cannot read {path}: {exc}") from exc
+                raise CorruptRasterError(
+                    f"patch {patch}: cannot read {path}: {exc}. The file is truncated or corrupt; "
+                    f"{_FIX}") from exc
             if data.shape != (px, px) or data.dtype != np.uint16:
                 raise RasterFormatError(
                     f"patch {patch}: {path} is {data.shape} {data.dtype}, expected ({px}, {px}) "
-                    f"uint16 for a {res} m band"
+                    f"uint16 for a {res} m band; {_FIX}"
                 )
             arr[i] = data
         groups[res] = arr

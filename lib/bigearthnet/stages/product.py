@@ -23,7 +23,7 @@ from bigearthnet.config import BuildConfig
 from bigearthnet.dataset.layout import DatasetLayout
 from bigearthnet.dataset.schema import PATCH_SCHEMA, REFERENCE_MAP, encode_tensor, labeled_schema
 from bigearthnet.dataset.stats import BandHistograms
-from bigearthnet.errors import BigEarthNetError
+from bigearthnet.errors import BigEarthNetError, NoDataTileError
 from bigearthnet.sentinel2.naming import ProductName, parse_product_name
 from bigearthnet.sentinel2.products import ProductSource
 from bigearthnet.sentinel2.reader import OpenProduct
@@ -138,9 +138,11 @@ def build_product(task_id: int, source: ProductSource, staging: Path, cfg: Build
             summary.update(n_cols=plan.grid.n_cols, n_rows=plan.grid.n_rows, epsg=plan.epsg)
             stages = _LabeledStrips(cfg, plan, labels() if labels else None) if labeled else None
             patches = None
+            seen_data = False
             for strip in product.strips(cfg.strip_rows):
                 # The previous strip is fully written (Parquet copies into its pages): reuse.
                 patches = strip_patches(strip, plan.grid.n_cols, reuse=patches)
+                seen_data = seen_data or any(bool(a.any()) for a in patches.values())
                 cols = id_columns(plan, strip.row0, strip.n_rows) | pixel_columns(patches)
                 summary["n_patches"] += len(cols["patch_id"])
                 summary["n_nodata"] += int(cols["has_nodata"].true_count)
@@ -163,6 +165,12 @@ def build_product(task_id: int, source: ProductSource, staging: Path, cfg: Build
                     cols["footprint"].take(pa.array(np.nonzero(keep)[0])).to_pylist(), dtype=object))
                 meta_tables.append(metadata_rows(cols, keep, split, flags, stages.country,
                                                  wgs84_footprints(boxes, plan.epsg)))
+            if not seen_data:
+                raise NoDataTileError(
+                    f"product {source.product_id}: every pixel of its 12 bands and SCL is 0 (no "
+                    f"data) in {source.path}; the product holds no image. Re-download it, or "
+                    "remove it from the input (on_error: skip builds the others)."
+                )
             if stages is not None:
                 summary["label_s"] = stages.seconds
                 summary["clc"] = json.dumps(stages.clc.stats, sort_keys=True)

@@ -64,9 +64,11 @@ def read_patch(folder: Path) -> dict:
     try:
         meta = json.loads(meta_path.read_text())
     except FileNotFoundError as exc:
-        raise PatchMetadataError(f"patch {name}: {meta_path} is missing; the v1 archive is incomplete") from exc
+        raise PatchMetadataError(f"patch {name}: {meta_path} is missing; the v1 archive is "
+                                 "incomplete: re-download it, or restore the file") from exc
     except (OSError, json.JSONDecodeError) as exc:
-        raise PatchMetadataError(f"patch {name}: {meta_path} cannot be read: {exc}") from exc
+        raise PatchMetadataError(f"patch {name}: {meta_path} cannot be read ({exc}); re-download "
+                                 "the archive, or restore the file") from exc
     groups, _ = read_band_groups(name, {b: V1Layout.band_path(folder, b) for b in BAND_NAMES})
     labels = list(meta.get("labels") or [])
     unknown = [lab for lab in labels if lab not in _ORDER_43]
