@@ -263,6 +263,61 @@ def _linked_closure(roots: Iterable[Path], libraries: dict[str, Path]) -> set[Pa
 
 # --- the archive -------------------------------------------------------------------------------
 
+class ParallelGzip(io.RawIOBase):
+    """A write-only gzip stream compressed on every core, like pigz.
+
+    The stream is cut into blocks, each compressed on a thread (zlib releases the GIL) into
+    its own gzip member; the members are written in order. A file of several members is one
+    valid gzip file (RFC 1952): ``gzip -dc``, GNU tar and Python read it whole.
+    """
+
+    BLOCK = 8 << 20
+
+    def __init__(self, raw: io.BufferedIOBase, level: int, threads: int | None = None):
+        super().__init__()
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._raw, self._level = raw, level
+        self._threads = threads or os.cpu_count() or 1
+        self._pool = ThreadPoolExecutor(self._threads)
+        self._pending: list = []
+        self._buf = bytearray()
+        self._pos = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def write(self, data) -> int:
+        self._pos += len(data)
+        self._buf += data
+        while len(self._buf) >= self.BLOCK:
+            self._submit(bytes(self._buf[:self.BLOCK]))
+            del self._buf[:self.BLOCK]
+        return len(data)
+
+    def _submit(self, block: bytes) -> None:
+        self._pending.append(self._pool.submit(gzip.compress, block, self._level, mtime=0))
+        while len(self._pending) > 2 * self._threads:
+            self._raw.write(self._pending.pop(0).result())
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            if self._buf or not self._pending:
+                self._submit(bytes(self._buf))
+                self._buf.clear()
+            for future in self._pending:
+                self._raw.write(future.result())
+            self._pending.clear()
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            super().close()
+
+
 @dataclass
 class _Entry:
     arcname: str
@@ -438,7 +493,7 @@ def pack_env(out: str | Path, *, prefix: str | Path | None = None, without: Sequ
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as raw, \
-                gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=level, mtime=0) as gz, \
+                ParallelGzip(raw, level) as gz, \
                 tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
             dirs: set[str] = set()
             for entry in sorted(entries, key=lambda e: e.arcname):

@@ -243,3 +243,84 @@ def test_jobs_run_on_bare_workers_from_the_archive(world_jp2, tmp_path, request)
                       str(tmp_path / "W"))
         assert proc.returncode == 0, why(proc)
         assert (tmp_path / "W" / "report" / "report.md").is_file()
+
+
+def test_parallel_gzip_is_one_valid_gzip_file(tmp_path, monkeypatch):
+    import gzip
+    import random
+
+    from bigearthnet.packenv import ParallelGzip
+
+    monkeypatch.setattr(ParallelGzip, "BLOCK", 1000)  # many members
+    rng = random.Random(3)
+    data = bytes(rng.getrandbits(8) for _ in range(25_000)) + b"a" * 30_000
+    path = tmp_path / "x.gz"
+    with open(path, "wb") as raw, ParallelGzip(raw, 1, threads=3) as gz:
+        for i in range(0, len(data), 777):
+            gz.write(data[i:i + 777])
+    assert gzip.decompress(path.read_bytes()) == data
+    proc = subprocess.run(["gzip", "-dc", str(path)], capture_output=True, check=True)
+    assert proc.stdout == data
+    with open(tmp_path / "empty.gz", "wb") as raw, ParallelGzip(raw, 1):
+        pass
+    assert gzip.decompress((tmp_path / "empty.gz").read_bytes()) == b""
+
+
+TRAIN_ARCHIVE = {"without": ["pyspark"], "cpu_only": True}
+"""The training archive: torch for CPU executors (``--cpu-only``); pyspark stays out because the
+executors import Spark's own ``pyspark.zip``, which the worker's Spark puts first on their
+``PYTHONPATH``."""
+
+
+@pytest.mark.cluster
+@pytest.mark.spark
+@pytest.mark.slow
+def test_torch_distributor_training_from_the_archive(tmp_path, request):
+    """jobs/train.py through TorchDistributor: 2 DDP ranks on a worker that has only the base
+    Python; torch, numpy, pyarrow and the package come from a --cpu-only archive."""
+    unpacked = _plan(VENV, TRAIN_ARCHIVE["without"], TRAIN_ARCHIVE["cpu_only"])[1]["bytes"]
+    # The archive (~0.6 of the files), Spark's copies of it for the driver and the executor,
+    # and two unpacked copies (the driver unpacks it too, even in client mode).
+    need = 2 * unpacked + 3 * 0.6 * unpacked + 2 * GiB
+    if _free() < need:
+        pytest.skip(f"the torch archive needs about {need / GiB:.0f} GiB of free disk on the "
+                    f"cluster's disk ({unpacked / GiB:.1f} GiB unpacked, copied 5 times); "
+                    f"{_free() / GiB:.1f} GiB free")
+    from bigearthnet.dataset.fakes import write_fake_dataset
+
+    learnable = write_fake_dataset(tmp_path / "learnable", recipe="learnable", compression="none")
+    config = tmp_path / "tiny.yaml"
+    config.write_text("label_set: '19'\nbatch_size: 4\nlr: 0.03\nmomentum: 0.9\nfc_width: 16\n"
+                      "seed: 7\nnum_workers: 0\nbuffer_size: 32\ndevice: cpu\nprogress: false\n"
+                      "max_steps_per_epoch: 2\n")
+    archive = tmp_path / "torch-env.tar.gz"
+    logs = tmp_path / "cluster"
+    request.addfinalizer(lambda: (archive.unlink(missing_ok=True),
+                                  shutil.rmtree(logs, ignore_errors=True)))
+    result = pack_env(archive, without=TRAIN_ARCHIVE["without"],
+                      cpu_only=TRAIN_ARCHIVE["cpu_only"], level=1)
+    print(f"TIMING {result.summary()}", file=sys.stderr)
+    assert "torch" in result.dists and "triton" in result.left_out
+
+    request.getfixturevalue("bare_workers")
+    # One worker with 2 cores: both barrier tasks in one executor, so one unpacked copy there.
+    with standalone_cluster(workers=1, cores_per_worker=2, memory_per_worker="4g",
+                            log_dir=logs) as url:
+        run = tmp_path / "run"
+        proc = submit(url, archive, "train.py", "--dataset", str(learnable.root),
+                      "--model", "s-cnn-rgb", "--out", str(run), "--epochs", "1",
+                      "--nproc", "2", "--config", str(config),
+                      extra_conf={"spark.executor.memory": "3g"})
+        assert proc.returncode == 0, why(proc)
+        assert "run written to" in proc.stdout
+    doc = json.loads((run / "result.json").read_text())
+    assert doc["world_size"] == 2 and [r["rank"] for r in doc["ranks"]] == [0, 1]
+    assert all(r["backend"] == "gloo" for r in doc["ranks"])
+    assert len({r["pid"] for r in doc["ranks"]}) == 2
+    (ex,) = executor_dirs(logs)
+    for rank in doc["ranks"]:  # both ranks ran in the executor, next to its unpacked archive
+        assert Path(rank["cwd"]).resolve() == ex.resolve()
+    assert (ex / "environment" / "lib" / "python3.11" / "site-packages" / "torch").is_dir()
+    assert "Unpacking an archive" in (ex / "stderr").read_text()
+    assert (run / "checkpoints" / "last.pt").is_file()
+    assert len((run / "train_log.jsonl").read_text().splitlines()) == 1
