@@ -19,16 +19,45 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bigearthnet.dataset.layout import SUCCESS
-from bigearthnet.errors import OutputExistsError, OutputLockedError
+from bigearthnet.errors import DiskFullError, OutputExistsError, OutputLockedError
 
 STAGING_INFIX = ".tmp-"
 OLD_INFIX = ".old-"
 log = logging.getLogger(__name__)
 
 
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """An OSError (pyarrow's included, which may carry no errno) for a full filesystem or quota."""
+    if not isinstance(exc, OSError) or isinstance(exc, DiskFullError):
+        return False
+    text = str(exc)
+    return exc.errno in _FULL_ERRNOS or "No space left on device" in text or "quota exceeded" in text
+
+
+def disk_full(out: Path | str, exc: BaseException) -> DiskFullError:
+    """The named error for a job that filled the filesystem of its output ``out``."""
+    where = getattr(exc, "filename", None)
+    return DiskFullError(
+        f"the filesystem of {out} is full: writing {where or 'the output'} failed ({exc}). "
+        "Nothing was committed and the partial output was removed; free space there or choose "
+        "another --out"
+    )
+
+
 def staging_dir(out: Path) -> Path:
     """A hidden temporary sibling of ``out`` on the same filesystem (for an atomic rename)."""
     return out.parent / f".{out.name}{STAGING_INFIX}{uuid.uuid4().hex[:12]}"
+
+
+def output_of(staging: Path) -> Path:
+    """The output a staging folder (from :func:`staging_dir`) is for."""
+    name = staging.name
+    if name.startswith(".") and STAGING_INFIX in name:
+        return staging.parent / name[1:name.rindex(STAGING_INFIX)]
+    return staging
 
 
 def lock_path(out: Path) -> Path:
@@ -60,7 +89,12 @@ def output_lock(out: Path) -> Iterator[None]:
     fd = _acquire(path, out)
     try:
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+        try:
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            # the holder's name is a courtesy to whoever is refused; the lock is the flock
         for leftover in debris(out):
             log.warning("removing %s, left by a job that died", leftover)
             shutil.rmtree(leftover, ignore_errors=True)
@@ -164,6 +198,8 @@ def staged_output(out: Path, overwrite: bool, marker: bool = True) -> Iterator[P
 
     Raises:
         OutputLockedError: another live job is writing ``out``.
+        DiskFullError: the block or the commit filled the output's filesystem (the staging
+            folder is removed, so the space is freed).
 
     Yields:
         The staging folder (created, empty).
@@ -174,6 +210,10 @@ def staged_output(out: Path, overwrite: bool, marker: bool = True) -> Iterator[P
         try:
             yield staging
             commit_dir(staging, out, overwrite, marker)
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise disk_full(out, exc) from exc
+            raise
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)

@@ -97,13 +97,18 @@ class _FolderBoard:
         The folder is created by the driver; a task never creates it (nor its parents).
         """
         folder = Path(self.folder)
-        if row.get("status") == "ok":
-            (folder / f"{task_id}.ok").write_text("")
+        try:
+            if row.get("status") == "ok":
+                (folder / f"{task_id}.ok").write_text("")
+                return
+            doc = {k: v for k, v in row.items() if not isinstance(v, bytes | bytearray)}
+            tmp = folder / f".{task_id}.json.tmp"
+            tmp.write_text(json.dumps(doc, default=str))
+            os.replace(tmp, folder / f"{task_id}.json")
+        except OSError:
+            # A full disk (or a folder that is gone): the row still reaches the driver with the
+            # job's results; only the early cancellation is lost.
             return
-        doc = {k: v for k, v in row.items() if not isinstance(v, bytes | bytearray)}
-        tmp = folder / f".{task_id}.json.tmp"
-        tmp.write_text(json.dumps(doc, default=str))
-        os.replace(tmp, folder / f"{task_id}.json")
 
     def has_failure(self) -> bool:
         return any(Path(self.folder).glob("*.json"))

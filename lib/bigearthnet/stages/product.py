@@ -20,6 +20,7 @@ import rasterio
 import shapely
 
 from bigearthnet.config import BuildConfig
+from bigearthnet.dataset.io import disk_full, is_disk_full, output_of
 from bigearthnet.dataset.layout import DatasetLayout
 from bigearthnet.dataset.schema import PATCH_SCHEMA, REFERENCE_MAP, encode_tensor, labeled_schema
 from bigearthnet.dataset.stats import BandHistograms
@@ -178,7 +179,11 @@ def build_product(task_id: int, source: ProductSource, staging: Path, cfg: Build
         if labeled:
             write_metadata_part(layout, source.product_id, meta_tables)
         finish_summary(summary, layout, files, counts, hist if labeled else None)
-    except BigEarthNetError as exc:
+    except (BigEarthNetError, OSError) as exc:
+        if not isinstance(exc, BigEarthNetError):
+            if not is_disk_full(exc):
+                raise
+            exc = disk_full(output_of(staging), exc)
         writers.abort()
         layout.metadata_part(source.product_id).unlink(missing_ok=True)
         summary.update(status="failed", error_type=type(exc).__name__, error_message=str(exc),

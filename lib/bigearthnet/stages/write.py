@@ -122,10 +122,14 @@ class SplitWriters:
         return done
 
     def abort(self) -> None:
-        """Close and delete the files."""
-        self.stack.close()
-        for path in self.paths.values():
-            path.unlink(missing_ok=True)
+        """Close and delete the files (also when closing fails: a full disk cannot flush)."""
+        try:
+            self.stack.close()
+        except OSError:
+            pass  # the file is deleted below either way
+        finally:
+            for path in self.paths.values():
+                path.unlink(missing_ok=True)
 
 
 def wgs84_footprints(boxes: np.ndarray, epsg: int) -> list[bytes]:
