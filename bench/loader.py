@@ -255,19 +255,20 @@ def _cli(*args: str) -> None:
     subprocess.run([str(exe), *args], check=True, env=env)
 
 
-def built_dataset() -> Path:
+def built_dataset(world: Path = WORLD, dataset: Path = DATASET, tiles: int = PRODUCTS,
+                  size_px: int = SIZE_PX) -> Path:
     """``bigearthnet synth`` + ``bigearthnet build`` (COG, labeled, defaults), made once."""
-    if not (WORLD / ".complete").exists():
-        shutil.rmtree(WORLD, ignore_errors=True)
+    if not (world / ".complete").exists():
+        shutil.rmtree(world, ignore_errors=True)
         t0 = time.perf_counter()
-        _cli("synth", str(WORLD), "--tiles", str(PRODUCTS), "--size-px", str(SIZE_PX),
+        _cli("synth", str(world), "--tiles", str(tiles), "--size-px", str(size_px),
              "--format", FORMAT, "--seed", str(SEED))
-        (WORLD / ".complete").write_text(json.dumps({"synth_s": time.perf_counter() - t0}))
-    if not (DATASET / "_SUCCESS").exists():
-        _cli("build", "--products", str(WORLD / "products"), "--clc",
-             str(WORLD / "clc" / "clc2018.gpkg"), "--out", str(DATASET), "--master", "local[2]",
+        (world / ".complete").write_text(json.dumps({"synth_s": time.perf_counter() - t0}))
+    if not (dataset / "_SUCCESS").exists():
+        _cli("build", "--products", str(world / "products"), "--clc",
+             str(world / "clc" / "clc2018.gpkg"), "--out", str(dataset), "--master", "local[2]",
              "--overwrite")
-    return DATASET
+    return dataset
 
 
 def _shapes() -> dict[str, tuple[str, list[int]]]:
@@ -405,6 +406,20 @@ def _stats(values: list[float]) -> dict:
             "max": round(max(values), 1)}
 
 
+def run_rounds(todo: dict[str, dict], reps: int) -> dict[str, list[dict]]:
+    """Run every variant once per round, ``reps`` rounds, in an order rotated each round."""
+    names = list(todo)
+    runs: dict[str, list[dict]] = {n: [] for n in names}
+    for rnd in range(reps):
+        order = names[rnd % len(names):] + names[:rnd % len(names)]
+        for name in order:
+            runs[name].append(_run(todo[name]["python"], todo[name]["code"]))
+        print(f"round {rnd + 1}/{reps}: " + ", ".join(
+            f"{n} {statistics.median(e['rows'] / e['wall_s'] for e in runs[n][-1]['epochs'][1:]):.0f}"
+            for n in names), flush=True)
+    return runs
+
+
 def summarize(runs: dict[str, list[dict]], labels: dict[str, dict]) -> dict:
     """Per variant: patches/s over the steady epochs of all rounds, and per round."""
     out = {}
@@ -458,16 +473,7 @@ def main(reps: int = REPS) -> dict:
     except ImportError as exc:
         petastorm_note = f"not measured: {exc}"
     todo = variants(dataset, petastorm, petastorm_url, folders)
-    names = list(todo)
-    runs: dict[str, list[dict]] = {n: [] for n in names}
-    for rnd in range(reps):
-        order = names[rnd % len(names):] + names[:rnd % len(names)]
-        for name in order:
-            runs[name].append(_run(todo[name]["python"], todo[name]["code"]))
-        print(f"round {rnd + 1}/{reps}: " + ", ".join(
-            f"{n} {statistics.median(e['rows'] / e['wall_s'] for e in runs[n][-1]['epochs'][1:]):.0f}"
-            for n in names), flush=True)
-    result = summarize(runs, todo)
+    result = summarize(run_rounds(todo, reps), todo)
     default = default_num_workers()
     ratios = {
         "ours_w0_vs_floor": ratio(result, "ours_w0", "floor", TARGETS["ours_w0_vs_floor"]),

@@ -113,6 +113,7 @@ def render() -> str:
     for name in ("tiling", "scaling", "session", "labels"):
         parts += _section(name, _load(name)) + [""]
     parts += [loader_section(_load("loader")), ""]
+    parts += _section("interop", _load("interop")) + [""]
     parts += train_section(_load("train"))
     return "\n".join(parts).rstrip("\n") + "\n"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-BENCHES = ("tiling", "labels", "scaling", "session", "loader", "train")
+BENCHES = ("tiling", "labels", "scaling", "session", "loader", "train", "interop")
 
 
 def main(argv: list[str]) -> int:

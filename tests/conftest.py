@@ -41,3 +41,21 @@ def world_zip(tmp_path_factory, world_jp2) -> Path:
             for f in sorted(safe.rglob("*")):
                 zf.write(f, f.relative_to(safe.parent).as_posix())
     return out.parent
+
+
+LABELED_JP2_SPLIT_SEED = 3
+"""Seed of the random split that gives the 8 patches of ``world_jp2`` all three splits (4/2/2)."""
+
+
+@pytest.fixture(scope="session")
+def labeled_jp2(world_jp2, tmp_path_factory) -> Path:
+    """A real labeled ``bigearthnet build`` of ``world_jp2`` (v1 rule, reference maps, random
+    split 4/2/2, two UTM zones), shared by the interop tests (Petastorm, TorchGeo, round trips)."""
+    from bigearthnet.config import BuildConfig, SparkConfig
+    from bigearthnet.spark.build import run_build
+
+    out = tmp_path_factory.mktemp("labeled_jp2") / "ds"
+    run_build(BuildConfig(products=str(world_jp2 / "products"),
+                          clc=str(world_jp2 / "clc" / "clc2018.gpkg"), out=str(out),
+                          split_seed=LABELED_JP2_SPLIT_SEED, spark=SparkConfig(master="local[2]")))
+    return out

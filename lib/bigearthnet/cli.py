@@ -64,46 +64,37 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_import_v1(args: argparse.Namespace) -> int:
-    from bigearthnet.config import ImportConfig, resolve
+    from bigearthnet.config import ImportConfig
     from bigearthnet.spark.import_v1 import run_import
 
-    overrides = {"archive": args.archive_dir, "out": args.out, "splits_dir": args.splits_dir,
-                 "exclude_lists": args.exclude_lists, "overwrite": True if args.overwrite else None}
-    if args.master:
-        overrides["spark"] = {"master": args.master}
-    cfg = resolve(ImportConfig, args.config, overrides)
-    manifest = run_import(cfg)
-    print(f"dataset written to {Path(cfg.out).resolve()}")
-    print("  " + ", ".join(f"{k}={v}" for k, v in manifest["counts"].items()))
+    cfg = _job_config(ImportConfig, args, {
+        "archive": args.archive_dir, "out": args.out, "splits_dir": args.splits_dir,
+        "exclude_lists": args.exclude_lists, "overwrite": True if args.overwrite else None})
+    _print_dataset(cfg.out, run_import(cfg))
     return 0
 
 
 def _cmd_import_v2(args: argparse.Namespace) -> int:
-    from bigearthnet.config import ImportV2Config, resolve
+    from bigearthnet.config import ImportV2Config
     from bigearthnet.spark.import_v2 import run_import_v2
 
-    overrides = {"archive": args.archive_dir, "out": args.out, "on_error": args.on_error,
-                 "overwrite": True if args.overwrite else None}
-    if args.master:
-        overrides["spark"] = {"master": args.master}
-    cfg = resolve(ImportV2Config, args.config, overrides)
+    cfg = _job_config(ImportV2Config, args, {
+        "archive": args.archive_dir, "out": args.out, "on_error": args.on_error,
+        "overwrite": True if args.overwrite else None})
     manifest = run_import_v2(cfg)
-    print(f"dataset written to {Path(cfg.out).resolve()}")
-    print("  " + ", ".join(f"{k}={v}" for k, v in manifest["counts"].items()))
+    _print_dataset(cfg.out, manifest)
     if manifest["failures"]:
         print(f"  {len(manifest['failures'])} broken patch(es) skipped; all named in manifest.json")
     return 0
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from bigearthnet.config import ExportConfig, resolve
+    from bigearthnet.config import ExportConfig
     from bigearthnet.spark.export import run_export
 
-    overrides = {"dataset": args.dataset, "format": args.format, "out": args.out,
-                 "overwrite": True if args.overwrite else None}
-    if args.master:
-        overrides["spark"] = {"master": args.master}
-    cfg = resolve(ExportConfig, args.config, overrides)
+    cfg = _job_config(ExportConfig, args, {
+        "dataset": args.dataset, "format": args.format, "out": args.out,
+        "overwrite": True if args.overwrite else None})
     doc = run_export(cfg)
     print(f"{doc['counts']['patches']} patches exported to {Path(cfg.out).resolve()} "
           f"({cfg.format} layout); read it with {doc['reader']}")

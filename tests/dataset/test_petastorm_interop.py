@@ -68,20 +68,8 @@ def petastorm_python() -> Path:
         pytest.skip(f"cannot build the Petastorm venv: {exc}")
 
 
-@pytest.fixture(scope="module")
-def built(world_jp2, tmp_path_factory) -> Path:
-    """A real labeled ``bigearthnet build`` output (2 products, 3 splits, reference maps)."""
-    from bigearthnet.config import BuildConfig, SparkConfig
-    from bigearthnet.spark.build import run_build
-
-    out = tmp_path_factory.mktemp("petastorm") / "ds"
-    run_build(BuildConfig(products=str(world_jp2 / "products"),
-                          clc=str(world_jp2 / "clc" / "clc2018.gpkg"), out=str(out),
-                          spark=SparkConfig(master="local[2]")))
-    return out
-
-
-def test_petastorm_reads_our_dataset(petastorm_python: Path, built: Path) -> None:
+def test_petastorm_reads_our_dataset(petastorm_python: Path, labeled_jp2: Path) -> None:
+    built = labeled_jp2
     tensors = [c.name for c in labeled_schema(True).tensors]
     proc = subprocess.run(
         [str(petastorm_python), "-c", READER, f"file://{built / 'patches'}", ",".join(tensors),

@@ -1,5 +1,5 @@
-"""Shared fixtures of the interop tests: one labeled build of ``world_jp2`` (two UTM zones,
-all three splits), its reBEN and v1 exports, and the cached TorchGeo venv."""
+"""Shared fixtures of the interop tests: the labeled build of ``world_jp2`` (two UTM zones, all
+three splits), its reBEN and v1 exports, and the cached TorchGeo venv."""
 
 from __future__ import annotations
 
@@ -10,12 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import torchgeo_env
-from interop_helpers import SPARK, export
-
-from bigearthnet.config import BuildConfig
-
-SPLIT_SEED = 3
-"""Seed of the random split that gives the 8 patches of ``world_jp2`` all three splits (4/2/2)."""
+from interop_helpers import export
 
 
 @pytest.fixture(scope="session")
@@ -28,15 +23,9 @@ def torchgeo_python() -> Path:
 
 
 @pytest.fixture(scope="session")
-def built(world_jp2, tmp_path_factory) -> Path:
-    """A real labeled ``bigearthnet build`` (v1 rule, reference maps, random split 4/2/2)."""
-    from bigearthnet.spark.build import run_build
-
-    out = tmp_path_factory.mktemp("interop") / "ds"
-    run_build(BuildConfig(products=str(world_jp2 / "products"),
-                          clc=str(world_jp2 / "clc" / "clc2018.gpkg"), out=str(out),
-                          split_seed=SPLIT_SEED, spark=SPARK))
-    return out
+def built(labeled_jp2) -> Path:
+    """The labeled build of ``world_jp2`` (tests/conftest.py) the interop tests export."""
+    return labeled_jp2
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ import shapely
 from interop_helpers import SPARK, export, patch_rows
 
 from bigearthnet.config import ImportConfig, ImportV2Config
+from bigearthnet.dataset.loader import make_loader
 from bigearthnet.errors import ExportError
 from bigearthnet.spark.import_v1 import run_import
 from bigearthnet.spark.import_v2 import run_import_v2
@@ -58,6 +59,13 @@ def test_reben_round_trip_gives_the_dataset_back(built, reimported_v2):
     # exact train statistics from the same pixels
     stats = [json.loads((d / "stats.json").read_text())["bands"] for d in (built, out)]
     assert stats[0] == stats[1]
+    # our loader serves the imported patches, reference maps included
+    loader = make_loader(out, "train", batch_size=64, columns=("patch_id", "bands_20m", "reference_map"))
+    batch = next(iter(loader))
+    for i, pid in enumerate(batch["patch_id"]):
+        np.testing.assert_array_equal(batch["reference_map"][i].numpy(), ours[pid]["reference_map"])
+        np.testing.assert_array_equal(batch["bands_20m"][i].numpy(), ours[pid]["bands_20m"])
+    assert len(batch["patch_id"]) == sum(r["split"] == "train" for r in ours.values())
 
 
 def test_v1_round_trip_gives_the_dataset_back(built, v1_export, tmp_path):

@@ -20,7 +20,7 @@ import rasterio
 from interop_helpers import patch_rows
 from rasterio.enums import Resampling
 from rasterio.io import MemoryFile
-from rasterio.transform import from_origin
+from rasterio.transform import Affine
 
 from bigearthnet.clc.nomenclature import CLASS_BY_CODE, LABELS_19, LABELS_43, NAME_43_TO_NAME_19
 from bigearthnet.constants import PATCH_SIZE_M, PATCH_SIZE_PX
@@ -60,7 +60,7 @@ def gdal_bilinear(band: np.ndarray) -> np.ndarray:
         res = PATCH_SIZE_M / band.shape[1]
         with mem.open(driver="GTiff", width=band.shape[1], height=band.shape[0], count=1,
                       dtype="uint16", crs="EPSG:32633",
-                      transform=from_origin(0, PATCH_SIZE_M, res, res)) as dst:
+                      transform=Affine(res, 0.0, 0.0, 0.0, -res, PATCH_SIZE_M)) as dst:
             dst.write(band, 1)
         with mem.open() as src:
             return src.read(1, out_shape=(PATCH_SIZE_PX, PATCH_SIZE_PX), out_dtype="int32",
@@ -95,24 +95,30 @@ def _by_split(rows: dict[str, dict], key: str) -> dict[str, list[str]]:
     return out
 
 
+def _samples(folder: Path, variant: str, expected: dict[str, list[str]]):
+    """(dump, index, id) of every sample TorchGeo returned, after checking each split's ids."""
+    for tg_split, split in TORCHGEO_SPLITS.items():
+        dump = np.load(folder / f"{variant}_{tg_split}.npz")
+        assert sorted(dump["ids"].tolist()) == sorted(expected[split])
+        for i, pid in enumerate(dump["ids"].tolist()):
+            yield dump, i, pid
+
+
 def test_reben_export_opens_in_torchgeo_v2(built, reben_dump):
     folder, _ = reben_dump
     ours = patch_rows(built)
-    expected_ids = _by_split(ours, "patch_id")
-    assert all(expected_ids.values())  # every split holds patches
+    expected = _by_split(ours, "patch_id")
+    assert all(expected.values())  # every split holds patches
     seen = 0
-    for tg_split, split in TORCHGEO_SPLITS.items():
-        dump = np.load(folder / f"v2_{tg_split}.npz")
-        assert sorted(dump["ids"].tolist()) == sorted(expected_ids[split])
-        for i, pid in enumerate(dump["ids"].tolist()):
-            row = ours[pid]
-            image = dump["image"][i]
-            np.testing.assert_array_equal(image[[BAND_NAMES.index(b) for b in GROUPS[10]]],
-                                          row["bands_10m"].astype(np.int32))  # 10 m: bit for bit
-            np.testing.assert_array_equal(image, expected_image(row))
-            np.testing.assert_array_equal(dump["label"][i], row["multi_hot_19"])
-            np.testing.assert_array_equal(dump["mask"][i], expected_mask(row["reference_map"]))
-            seen += 1
+    for dump, i, pid in _samples(folder, "v2", expected):
+        row = ours[pid]
+        image = dump["image"][i]
+        np.testing.assert_array_equal(image[[BAND_NAMES.index(b) for b in GROUPS[10]]],
+                                      row["bands_10m"].astype(np.int32))  # 10 m: bit for bit
+        np.testing.assert_array_equal(image, expected_image(row))
+        np.testing.assert_array_equal(dump["label"][i], row["multi_hot_19"])
+        np.testing.assert_array_equal(dump["mask"][i], expected_mask(row["reference_map"]))
+        seen += 1
     assert seen == len(ours) == 8
 
 
@@ -120,16 +126,11 @@ def test_reben_export_opens_in_torchgeo_v2(built, reben_dump):
 def test_v1_export_opens_in_torchgeo_v1(built, v1_dump, classes):
     folder, _ = v1_dump
     ours = {row["patch_id_v1"]: row for row in patch_rows(built).values()}
-    expected_names = _by_split(ours, "patch_id_v1")
     seen = 0
-    for tg_split, split in TORCHGEO_SPLITS.items():
-        dump = np.load(folder / f"v1_{classes}_{tg_split}.npz")
-        assert sorted(dump["ids"].tolist()) == sorted(expected_names[split])
-        for i, name in enumerate(dump["ids"].tolist()):
-            row = ours[name]
-            np.testing.assert_array_equal(dump["image"][i], expected_image(row))
-            np.testing.assert_array_equal(dump["label"][i], row[f"multi_hot_{classes}"])
-            seen += 1
+    for dump, i, name in _samples(folder, f"v1_{classes}", _by_split(ours, "patch_id_v1")):
+        np.testing.assert_array_equal(dump["image"][i], expected_image(ours[name]))
+        np.testing.assert_array_equal(dump["label"][i], ours[name][f"multi_hot_{classes}"])
+        seen += 1
     assert seen == len(ours)
 
 

@@ -17,11 +17,9 @@ _SUFFIXES = (".SAFE.zip", ".zip", ".SAFE", ".json")
 
 
 @dataclass(frozen=True)
-class ProductName:
-    """The parts of an ESA L2A product name.
-
-    Example: ``S2A_MSIL2A_20170617T113321_N0205_R080_T29UPU_20170617T113319``.
-    """
+class _Datatake:
+    """What product names and reBEN patch ids share: mission, level, datatake, baseline, orbit,
+    tile."""
 
     mission: str
     level: str
@@ -29,6 +27,20 @@ class ProductName:
     baseline: str
     orbit: str
     tile: str
+
+    @property
+    def sensing_time(self) -> datetime:
+        """Datatake sensing start, UTC."""
+        return datetime.strptime(self.datatake, "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class ProductName(_Datatake):
+    """The parts of an ESA L2A product name.
+
+    Example: ``S2A_MSIL2A_20170617T113321_N0205_R080_T29UPU_20170617T113319``.
+    """
+
     discriminator: str
 
     @property
@@ -36,11 +48,6 @@ class ProductName:
         """The full product name (no ``.SAFE`` suffix)."""
         return (f"{self.mission}_{self.level}_{self.datatake}_{self.baseline}_{self.orbit}_"
                 f"{self.tile}_{self.discriminator}")
-
-    @property
-    def sensing_time(self) -> datetime:
-        """Datatake sensing start, UTC."""
-        return datetime.strptime(self.datatake, "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
 
     @property
     def utm_zone(self) -> int:
@@ -88,11 +95,15 @@ def parse_product_name(name: str, source: str | None = None) -> ProductName:
             "as ESA names it, or fix the STAC item's id / s2:product_uri."
         )
     parts = match.groupdict()
-    try:
-        datetime.strptime(parts["datatake"], "%Y%m%dT%H%M%S")
-    except ValueError as exc:
-        raise ProductNameError(f"invalid datatake time in product name {name!r}: {exc}") from exc
+    _check_datatake(parts["datatake"], f"product name {name!r}")
     return ProductName(**parts)
+
+
+def _check_datatake(datatake: str, where: str) -> None:
+    try:
+        datetime.strptime(datatake, "%Y%m%dT%H%M%S")
+    except ValueError as exc:
+        raise ProductNameError(f"invalid datatake time in {where}: {exc}") from exc
 
 
 _PATCH_V2_RE = re.compile(
@@ -102,22 +113,11 @@ _PATCH_V2_RE = re.compile(
 
 
 @dataclass(frozen=True)
-class PatchNameV2:
+class PatchNameV2(_Datatake):
     """The parts of a reBEN (v2) patch id, e.g. ``S2A_MSIL2A_20170613T101031_N9999_R022_T33UUP_26_57``."""
 
-    mission: str
-    level: str
-    datatake: str
-    baseline: str
-    orbit: str
-    tile: str
     col: int
     row: int
-
-    @property
-    def sensing_time(self) -> datetime:
-        """Datatake sensing start, UTC."""
-        return datetime.strptime(self.datatake, "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
 
     @property
     def name_v1(self) -> str:
@@ -139,8 +139,5 @@ def parse_patch_name_v2(patch_id: str) -> PatchNameV2:
             "'S2A_MSIL2A_20170613T101031_N9999_R022_T33UUP_26_57'"
         )
     parts = match.groupdict()
-    try:
-        datetime.strptime(parts["datatake"], "%Y%m%dT%H%M%S")
-    except ValueError as exc:
-        raise ProductNameError(f"invalid datatake time in patch id {patch_id!r}: {exc}") from exc
+    _check_datatake(parts["datatake"], f"patch id {patch_id!r}")
     return PatchNameV2(**{**parts, "col": int(parts["col"]), "row": int(parts["row"])})

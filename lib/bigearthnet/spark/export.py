@@ -30,6 +30,7 @@ from bigearthnet.dataset.schema import band_order, tensor_columns_from_metadata
 from bigearthnet.errors import ExportError, IncompleteDatasetError, InputNotFoundError
 from bigearthnet.spark.session import get_session
 from bigearthnet.spark.tasks import first_failure, run_indexed_tasks
+from bigearthnet.stages.archive import local_only
 from bigearthnet.stages.export import (
     COLUMNS,
     EXPORT_SUMMARY_FIELDS,
@@ -148,6 +149,7 @@ def run_export(cfg: ExportConfig) -> dict:
         OutputExistsError, OutputLockedError: as for builds.
     """
     t0 = time.perf_counter()
+    local_only(cfg.dataset, cfg.out)
     ds = DatasetLayout.of(cfg.dataset)
     meta = _check_dataset(ds, cfg.format)
     units = _units(ds, cfg.format)

@@ -12,12 +12,13 @@ import time
 from pathlib import Path
 
 from bigearthnet.config import ImportConfig
-from bigearthnet.dataset.io import check_output, staged_output
+from bigearthnet.dataset.io import staged_output
 from bigearthnet.dataset.layout import DatasetLayout
 from bigearthnet.dataset.schema import IMPORTED_PATCH_SCHEMA
-from bigearthnet.errors import EmptyInputError, InputNotFoundError
+from bigearthnet.errors import EmptyInputError
 from bigearthnet.spark.session import get_session
 from bigearthnet.spark.tasks import first_failure, run_indexed_tasks
+from bigearthnet.stages.archive import job_paths
 from bigearthnet.stages.finish import FORMAT, finish_labeled, package_versions, seal_staging
 from bigearthnet.stages.v1_archive import import_chunk, list_patch_folders
 from bigearthnet.stages.write import SUMMARY_FIELDS
@@ -28,11 +29,7 @@ __all__ = ["ImportConfig", "run_import"]
 def run_import(cfg: ImportConfig) -> dict:
     """Convert a v1 archive; return the manifest. Any bad patch fails the whole import."""
     t0 = time.perf_counter()
-    archive = Path(cfg.archive)
-    if not archive.is_dir():
-        raise InputNotFoundError(f"v1 archive folder {archive} does not exist")
-    out = Path(cfg.out).resolve()
-    check_output(out, cfg.overwrite)
+    archive, out = job_paths(cfg.archive, "v1 archive", cfg.out, cfg.overwrite)
     folders = list_patch_folders(archive)
     if not folders:
         raise EmptyInputError(f"no BigEarthNet v1 patch folder (e.g. S2A_MSIL2A_20170613T101031_87_48/) in {archive}")

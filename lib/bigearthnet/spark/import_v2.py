@@ -21,12 +21,13 @@ import pyarrow.parquet as pq
 
 from bigearthnet.config import ImportV2Config
 from bigearthnet.dataset.archives import RebenLayout
-from bigearthnet.dataset.io import check_output, staged_output
+from bigearthnet.dataset.io import staged_output
 from bigearthnet.dataset.layout import DatasetLayout
 from bigearthnet.dataset.schema import IMPORTED_V2_PATCH_SCHEMA
-from bigearthnet.errors import EmptyInputError, InputNotFoundError, error_from_name
+from bigearthnet.errors import EmptyInputError, error_from_name
 from bigearthnet.spark.session import get_session
 from bigearthnet.spark.tasks import first_failure, run_indexed_tasks
+from bigearthnet.stages.archive import job_paths
 from bigearthnet.stages.finish import FORMAT, finish_labeled, package_versions, seal_staging
 from bigearthnet.stages.v2_archive import (
     BROKEN_KINDS,
@@ -74,11 +75,7 @@ def run_import_v2(cfg: ImportV2Config) -> dict:
             under ``on_error: fail``.
     """
     t0 = time.perf_counter()
-    archive = Path(cfg.archive)
-    if not archive.is_dir():
-        raise InputNotFoundError(f"reBEN archive folder {archive} does not exist")
-    out = Path(cfg.out).resolve()
-    check_output(out, cfg.overwrite)
+    archive, out = job_paths(cfg.archive, "reBEN archive", cfg.out, cfg.overwrite)
     layout = RebenLayout(archive)
     plan = plan_import(layout)
     broken = [p for p in plan.problems if p["kind"] in BROKEN_KINDS]

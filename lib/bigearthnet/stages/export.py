@@ -161,6 +161,26 @@ def v1_labels_json(labels_43: list[str], bounds: tuple[float, ...], crs: CRS, pr
     }
 
 
+def _export_units(writer: PatchWriter, units: list[tuple[str, int]], fmt: str, root: Path,
+                  summary: dict) -> None:
+    """Write the patches of ``units``, counting them in ``summary["n_patches"]``."""
+    for path, row_group in units:
+        try:
+            pf = pq.ParquetFile(path)
+            table = pf.read_row_group(row_group, columns=list(COLUMNS[fmt]))
+            tensors = tensor_columns_from_metadata(pf.schema_arrow)
+        except (OSError, pa.ArrowInvalid, KeyError, ValueError) as exc:
+            raise ExportError(f"cannot read row group {row_group} of {path}: {exc}") from exc
+        try:
+            summary["n_patches"] += writer.write(table, tensors)
+        except RasterioError as exc:
+            raise ExportError(f"cannot write a GeoTIFF under {root}: {exc}") from exc
+        except OSError as exc:
+            if exc.errno in (28, 122):  # ENOSPC, EDQUOT
+                raise DiskFullError(f"no space left writing the export under {root}: {exc}") from exc
+            raise
+
+
 def export_chunk(task_id: int, units: list[tuple[str, int]], fmt: str, root: Path) -> dict:
     """One export task: write the patches of some row groups (``(file, row group)`` pairs).
 
@@ -172,21 +192,8 @@ def export_chunk(task_id: int, units: list[tuple[str, int]], fmt: str, root: Pat
     summary.update(task_id=task_id, status="ok", n_patches=0)
     writer = PatchWriter(fmt, root)
     try:
-        for path, row_group in units:
-            try:
-                pf = pq.ParquetFile(path)
-                table = pf.read_row_group(row_group, columns=list(COLUMNS[fmt]))
-                tensors = tensor_columns_from_metadata(pf.schema_arrow)
-            except (OSError, pa.ArrowInvalid, KeyError, ValueError) as exc:
-                raise ExportError(f"cannot read row group {row_group} of {path}: {exc}") from exc
-            try:
-                summary["n_patches"] += writer.write(table, tensors)
-            except RasterioError as exc:
-                raise ExportError(f"cannot write a GeoTIFF under {root}: {exc}") from exc
-            except OSError as exc:
-                if exc.errno in (28, 122):  # ENOSPC, EDQUOT
-                    raise DiskFullError(f"no space left writing the export under {root}: {exc}") from exc
-                raise
+        with rasterio.Env():  # one GDAL environment for the task's 13 files per patch
+            _export_units(writer, units, fmt, root, summary)
     except BigEarthNetError as exc:
         summary.update(status="failed", error_type=type(exc).__name__, error_message=str(exc))
     summary.update(cpu_s=time.process_time() - cpu0, wall_s=time.perf_counter() - wall0,

@@ -231,7 +231,7 @@ def plan_import(layout: RebenLayout) -> ImportPlan:
     keep = np.zeros(meta.num_rows, dtype=bool)
     listed: set[str] = set()
     for i, row in enumerate(meta.to_pylist()):
-        pid = row["patch_id"]
+        pid = row["patch_id"] or f"<row {i} of {layout.metadata.name}: no patch_id>"
         listed.add(pid)
         if pid in excluded:
             problems.append(problem(pid, "excluded_snow_cloud",
@@ -264,6 +264,15 @@ def plan_import(layout: RebenLayout) -> ImportPlan:
     return ImportPlan(table, meta.num_rows, problems)
 
 
+GEOREF_TOLERANCE_M = 1e-3
+"""Band files of one patch must agree on their bounds to 1 mm (float rounding of transforms)."""
+
+
+def _same_place(georef, epsg: int | None, bounds: tuple[float, ...]) -> bool:
+    return georef.epsg == epsg and bool(np.allclose(georef.bounds, bounds, rtol=0.0,
+                                                    atol=GEOREF_TOLERANCE_M))
+
+
 def _read_reference_map(layout: RebenLayout, pid: str, georef) -> np.ndarray:
     path = layout.reference_map(pid)
     if not path.is_file():
@@ -277,7 +286,7 @@ def _read_reference_map(layout: RebenLayout, pid: str, georef) -> np.ndarray:
     if data.shape != (PATCH_SIZE_PX, PATCH_SIZE_PX) or data.dtype.kind not in "iu":
         raise RasterFormatError(f"patch {pid}: {path} is {data.shape} {data.dtype}, expected "
                                 f"({PATCH_SIZE_PX}, {PATCH_SIZE_PX}) integer CLC codes")
-    if (epsg, bounds) != (georef.epsg, georef.bounds):
+    if not _same_place(georef, epsg, bounds):
         raise GeoreferenceMismatchError(f"patch {pid}: {path} lies at EPSG:{epsg} {bounds}, its "
                                         f"bands at EPSG:{georef.epsg} {georef.bounds}")
     return data.astype(np.uint16)
@@ -303,7 +312,7 @@ def read_patch(layout: RebenLayout, row: dict) -> tuple[dict, list[str]]:
     groups, georefs = read_band_groups(pid, {b: layout.band_file(pid, b) for b in BAND_NAMES})
     first = georefs[0]
     for g in georefs[1:]:
-        if (g.epsg, g.bounds) != (first.epsg, first.bounds):
+        if not _same_place(g, first.epsg, first.bounds):
             raise GeoreferenceMismatchError(
                 f"patch {pid}: band {g.band} lies at EPSG:{g.epsg} {g.bounds}, band {first.band} "
                 f"at EPSG:{first.epsg} {first.bounds}; {layout.patch_dir(pid)} mixes patches")
@@ -327,6 +336,27 @@ def read_patch(layout: RebenLayout, row: dict) -> tuple[dict, list[str]]:
     return patch, extra
 
 
+def _read_rows(layout: RebenLayout, rows: list[dict], on_error: str) -> tuple[list, list, list]:
+    """Read the patches of plan rows: (patches, their rows, problems). A broken patch raises
+    under ``on_error: fail``, else it becomes a problem record."""
+    patches, kept_rows, problems = [], [], []
+    with rasterio.Env():  # one GDAL environment for the ~13 opens per patch
+        for row in rows:
+            try:
+                patch, extra = read_patch(layout, row)
+            except BigEarthNetError as exc:
+                if on_error == "fail":
+                    raise
+                problems.append(problem_of(row["patch_id"], exc))
+                continue
+            problems.extend(problem(row["patch_id"], "extra_file",
+                                    f"{layout.patch_dir(row['patch_id']) / f} is not a band file "
+                                    "of the patch; ignored") for f in extra)
+            patches.append(patch)
+            kept_rows.append(row)
+    return patches, kept_rows, problems
+
+
 def import_chunk(task_id: int, archive: str, plan_path: str, staging: Path,
                  cfg: ImportV2Config) -> dict:
     """One import-v2 task: read row group ``task_id`` of the plan's patches, write them.
@@ -345,20 +375,8 @@ def import_chunk(task_id: int, archive: str, plan_path: str, staging: Path,
     problems: list[dict] = []
     try:
         rows = pq.ParquetFile(plan_path).read_row_group(task_id).to_pylist()
-        patches, kept_rows = [], []
-        for row in rows:
-            try:
-                patch, extra = read_patch(archive_layout, row)
-            except BigEarthNetError as exc:
-                if cfg.on_error == "fail":
-                    raise
-                problems.append(problem_of(row["patch_id"], exc))
-                continue
-            problems.extend(problem(row["patch_id"], "extra_file",
-                                    f"{archive_layout.patch_dir(row['patch_id']) / f} is not a band "
-                                    "file of the patch; ignored") for f in extra)
-            patches.append(patch)
-            kept_rows.append(row)
+        patches, kept_rows, found = _read_rows(archive_layout, rows, cfg.on_error)
+        problems.extend(found)
         maps = np.stack([p["reference_map"] for p in patches]) if patches else \
             np.empty((0, *REFERENCE_MAP.shape), np.uint16)
         cols = archive_columns(patches)
