@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from collections import Counter
 from pathlib import Path
@@ -87,13 +86,12 @@ def run_import_v2(cfg: ImportV2Config) -> dict:
     if n_read == 0:
         raise EmptyInputError(f"{layout.metadata} lists {plan.n_listed} patch(es), none of which "
                               f"can be imported ({len(broken)} broken); nothing to import")
-    per_task = cfg.patches_per_task
-    n_tasks = math.ceil(n_read / per_task)
     list_s = time.perf_counter() - t0
     with staged_output(out, cfg.overwrite) as staging:
         staged = DatasetLayout(staging)
         staged.create_task_folders()
-        pq.write_table(plan.table, staged.import_plan, row_group_size=per_task)
+        pq.write_table(plan.table, staged.import_plan, row_group_size=cfg.patches_per_task)
+        n_tasks = pq.ParquetFile(staged.import_plan).num_row_groups  # task i reads row group i
         spark = get_session(cfg.spark)
         cfg_json, staging_str, archive_str = cfg.model_dump_json(), str(staging), str(archive)
         plan_str = str(staged.import_plan)
