@@ -72,18 +72,20 @@ def _used_pages(mnt: Path) -> int:
     return st.f_blocks - st.f_bfree
 
 
-@pytest.mark.parametrize("fraction", FRACTIONS)
+@pytest.mark.parametrize(("fraction", "on_error"), [(f, "fail") for f in FRACTIONS] + [(0.5, "skip")])
 def test_a_full_output_disk_fails_by_name_and_frees_the_space(world_jp2, needed_pages, small_fs,
-                                                              fraction, fault_log):
+                                                              fraction, on_error, fault_log):
+    """Under ``on_error: skip`` too: a full disk is no product's fault."""
     size_kib = max(4, int(needed_pages * fraction) * PAGE // 1024)
     mnt = small_fs(size_kib)
     out = mnt / "ds"
     cfg = BuildConfig(products=str(world_jp2 / "products"),
-                      clc=str(world_jp2 / "clc" / "clc2018.gpkg"), out=str(out))
+                      clc=str(world_jp2 / "clc" / "clc2018.gpkg"), out=str(out), on_error=on_error)
     with pytest.raises(BigEarthNetError) as info:
         run_build(cfg)
     err = info.value
-    ctx = f"[tmpfs {size_kib} KiB = {fraction:.0%} of the {needed_pages} pages needed]"
+    ctx = (f"[tmpfs {size_kib} KiB = {fraction:.0%} of the {needed_pages} pages needed, "
+           f"on_error {on_error}]")
     assert isinstance(err, DiskFullError), f"{ctx} {type(err).__name__}: {err}"
     message = str(err)
     assert str(out) in message, f"{ctx} the output is not named: {message}"
@@ -96,7 +98,7 @@ def test_a_full_output_disk_fails_by_name_and_frees_the_space(world_jp2, needed_
     while _used_pages(mnt) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _used_pages(mnt) == 0, f"{ctx} {_used_pages(mnt)} pages still used after 60 s"
-    fault_log(f"disk-full-{fraction}", "disk", f"{type(err).__name__}: {message[:300]}")
+    fault_log(f"disk-full-{fraction}-{on_error}", "disk", f"{type(err).__name__}: {message[:300]}")
 
 
 def test_the_same_build_fits_with_room_to_spare(world_jp2, needed_pages, small_fs):
@@ -106,3 +108,21 @@ def test_the_same_build_fits_with_room_to_spare(world_jp2, needed_pages, small_f
     manifest = run_build(BuildConfig(products=str(world_jp2 / "products"),
                                      clc=str(world_jp2 / "clc" / "clc2018.gpkg"), out=str(mnt / "ds")))
     assert (mnt / "ds" / "_SUCCESS").exists() and manifest["counts"]["products"] == 2
+
+
+def test_a_task_that_fills_the_disk_ends_the_job_whatever_on_error_says(spark):
+    """Without a failure board (on_error: skip), other failures are rows to list; a full disk
+    is raised: building on would only list every product as failed."""
+    from bigearthnet.spark.tasks import run_indexed_tasks
+
+    def one_task_fills_the_disk(task_id: int) -> dict:  # a closure: pickled by value
+        full = task_id == 1
+        return {"task_id": task_id, "status": "failed" if full else "ok",
+                "error_type": "DiskFullError" if full else None,
+                "error_message": "the filesystem of /x/ds is full: ... free space there or "
+                                 "choose another --out" if full else None}
+
+    fields = (("task_id", "long"), ("status", "string"), ("error_type", "string"),
+              ("error_message", "string"))
+    with pytest.raises(DiskFullError, match="free space there"):
+        run_indexed_tasks(spark, 3, one_task_fills_the_disk, fields)

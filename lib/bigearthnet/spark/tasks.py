@@ -65,6 +65,9 @@ def run_indexed_tasks(spark: Any, n: int, task: Callable[[int], dict],
 
     Returns:
         A :class:`TaskRun`.
+
+    Raises:
+        DiskFullError: a task filled the output's filesystem (see ``FATAL_ERRORS``).
     """
     if n == 0:
         return TaskRun()
@@ -82,7 +85,16 @@ def run_indexed_tasks(spark: Any, n: int, task: Callable[[int], dict],
                 yield pa.RecordBatch.from_pylist([row], schema=schema)
 
     frame = spark.range(0, n, 1, numPartitions=n).mapInArrow(run_partition, ddl)
-    return _collect(spark, frame, board, n)
+    run = _collect(spark, frame, board, n)
+    fatal = [r for r in run.rows if r.get("error_type") in FATAL_ERRORS]
+    if fatal:  # no item's fault: on_error skip would only list every item as failed
+        raise first_failure(fatal, n, "tasks")
+    return run
+
+
+FATAL_ERRORS = frozenset({"DiskFullError"})
+"""Errors of the job's environment, not of an item (the output filesystem is full): they end the
+job whatever ``on_error`` says."""
 
 
 @dataclass(frozen=True)
