@@ -121,10 +121,11 @@ def _remove_unfinished(parents: list[Path]) -> int:
     """Remove patch folders of task attempts that never finished (lost executors)."""
     n = 0
     for parent in parents:
-        for entry in os.scandir(parent):
-            if entry.name.startswith(".") and IN_PROGRESS in entry.name:
-                shutil.rmtree(entry.path, ignore_errors=True)
-                n += 1
+        with os.scandir(parent) as entries:
+            leftovers = [e.path for e in entries if e.name.startswith(".") and IN_PROGRESS in e.name]
+        for path in leftovers:
+            shutil.rmtree(path, ignore_errors=True)
+            n += 1
     return n
 
 

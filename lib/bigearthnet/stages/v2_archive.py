@@ -199,16 +199,19 @@ def _folders_on_disk(layout: RebenLayout) -> tuple[dict[str, str], list[str]]:
     """Patch folders under ``BigEarthNet-S2/<tile>/`` (name -> tile folder) and stray entries."""
     found: dict[str, str] = {}
     stray: list[str] = []
-    for tile in sorted(os.scandir(layout.s2), key=lambda e: e.name):
+    with os.scandir(layout.s2) as entries:
+        tiles = sorted(entries, key=lambda e: e.name)
+    for tile in tiles:
         if not tile.is_dir():
             stray.append(tile.name)
             continue
-        for entry in os.scandir(tile.path):
-            rel = f"{tile.name}/{entry.name}"
-            if not entry.is_dir() or entry.name in found:
-                stray.append(rel)
-            else:
-                found[entry.name] = tile.name
+        with os.scandir(tile.path) as entries:
+            for entry in entries:
+                rel = f"{tile.name}/{entry.name}"
+                if not entry.is_dir() or entry.name in found:
+                    stray.append(rel)
+                else:
+                    found[entry.name] = tile.name
     return found, stray
 
 
