@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import SPARK_TEARDOWN, cached_world, loadavg, run_tree, spread, write_result  # noqa: E402
+from common import SPARK_TEARDOWN, cached_world, loadavg, run_tree, spread, write_result
 
 REPS = 5
 PRODUCT = "S2A_MSIL2A_20170617T113321_N0205_R080_T29UPU_20170617T113319"

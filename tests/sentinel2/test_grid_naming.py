@@ -7,8 +7,8 @@ from importlib import resources
 import numpy as np
 import pytest
 
-from bigearthnet.errors import ProductNameError, TileTooSmallError
 from bigearthnet.constants import FULL_TILE_PX
+from bigearthnet.errors import ProductNameError, TileTooSmallError
 from bigearthnet.sentinel2.grid import (
     PatchGrid,
     mgrs_tile_origin,

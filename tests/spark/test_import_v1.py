@@ -93,7 +93,7 @@ def test_official_splits_and_metadata(imported, splits_dir):
 def test_exclusion_lists_drop_and_flag(spark, archive, tmp_path):
     out = tmp_path / "ds"
     snow = tmp_path / "patches_with_seasonal_snow.csv"
-    victim = sorted(p.name for p in archive.iterdir())[0]
+    victim = min(p.name for p in archive.iterdir())
     snow.write_text(victim + "\n")
     manifest = run_import(ImportConfig(archive=str(archive), out=str(out), exclude_lists=[str(snow)]))
     assert manifest["counts"]["dropped_lists"] == 1 and manifest["counts"]["patches_kept"] == 5

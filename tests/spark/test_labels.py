@@ -125,7 +125,7 @@ def test_v1_labels_agree_with_overlay_oracle(built_v1, clc):
 
 
 def test_reben_labels_agree_with_rasterize_oracle(built_reben, clc, world):
-    out, manifest = built_reben
+    out, _ = built_reben
     table = patches(out)
     truth = oracle_reben(table, clc, world)
     assert len(truth) == table.num_rows == 300
