@@ -1,5 +1,5 @@
 """Command-line interface: ``bigearthnet synth | build | import-v1 | import-v2 | export | train |
-evaluate | report | pack-env | run``.
+evaluate | report | discover | pack-env | run``.
 
 The CLI parses arguments, resolves configs and calls the library; nothing else.
 """
@@ -138,6 +138,15 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_discover(args: argparse.Namespace) -> int:
+    import json
+
+    from bigearthnet.stages.discover import new_products
+
+    print(json.dumps(new_products(args.products, args.dataset)))
+    return 0
+
+
 def _cmd_pack_env(args: argparse.Namespace) -> int:
     from bigearthnet.packenv import pack_env
 
@@ -173,6 +182,7 @@ INTERRUPTED = {
     "report": "no report was committed; the previous one, if any, is unchanged",
     "run": "finished steps stay in the work folder; run again to redo the rest",
     "pack-env": "no archive was written (a partial .tmp file is removed)",
+    "discover": "nothing was written",
 }
 """What an interrupted command leaves behind, by command."""
 
@@ -280,6 +290,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", required=True, help="the report goes to WORKDIR/report")
     p.add_argument("--split", default="test", choices=["train", "validation", "test"])
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("discover", help="which products under --products are not in --dataset "
+                                        "yet (one JSON object; the Airflow DAG's first task)")
+    p.add_argument("--products", required=True, help="folder or s3:// prefix of products")
+    p.add_argument("--dataset", required=True, help="dataset folder (need not exist yet)")
+    p.set_defaults(func=_cmd_discover)
 
     p = sub.add_parser("pack-env", help="pack this venv for spark-submit --archives (see README)")
     p.add_argument("out", help="archive to write, .tar.gz or .tgz")
