@@ -36,7 +36,7 @@ bench: setup
 	$(BIN)/python bench/run.py
 
 lint: setup
-	$(BIN)/ruff check lib tests bench jobs
+	$(BIN)/ruff check lib tests bench jobs dags
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache
