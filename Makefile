@@ -9,7 +9,7 @@ DEMO_DIR ?= demo
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: setup demo test test-fast bench lint clean
+.PHONY: setup demo test test-fast bench lint clean reliability
 
 setup: $(STAMP)
 
@@ -31,6 +31,18 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow and not cluster and not interop"
+
+# The fault tests of RELIABILITY.md, then its totals computed from this run (build/reliability/).
+RELIABILITY_TESTS := tests/faults tests/spark/test_faults.py tests/spark/test_failures.py \
+	tests/train/test_trainer_loss.py tests/train/test_loop.py::test_resume_after_kill_matches_uninterrupted \
+	tests/spark/test_bad_input.py tests/spark/test_label_engines.py::test_bad_clc_gives_the_same_named_error \
+	tests/spark/test_import_v1.py
+reliability: setup
+	@mkdir -p build/reliability
+	-BIGEARTHNET_FAULTS_SUMMARY=$(abspath build/reliability/faults_summary.json) \
+		$(BIN)/python -m pytest -q $(RELIABILITY_TESTS) --junitxml=build/reliability/junit.xml
+	$(BIN)/python scripts/reliability_totals.py build/reliability/junit.xml \
+		build/reliability/faults_summary.json --write RELIABILITY.md
 
 bench: setup
 	$(BIN)/python bench/run.py

@@ -221,7 +221,7 @@ def _open_gdal_path(path: str):
     if path.startswith("/vsizip/"):
         inner = path[len("/vsizip/"):]
         cut = inner.find(".zip/")
-        if cut < 0:
+        if cut < 0 or inner.startswith("/vsi"):  # a zip on an object store: GDAL's to read
             return None
         zf = zipfile.ZipFile(inner[:cut + 4])
         try:
@@ -255,6 +255,8 @@ def _size_of(path: str) -> int | None:
     if path.startswith("/vsizip/"):
         inner = path[len("/vsizip/"):]
         cut = inner.find(".zip/")
+        if cut < 0 or inner.startswith("/vsi"):
+            return None
         with zipfile.ZipFile(inner[:cut + 4]) as zf:
             return zf.getinfo(inner[cut + 5:]).file_size
     if path.startswith("/vsi"):
