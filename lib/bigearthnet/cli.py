@@ -219,7 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--on-error", choices=["fail", "skip"])
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     p.add_argument("--append", action="store_true",
-                   help="add the products not yet in the dataset at --out (same config)")
+                   help="add the products not yet in the dataset at --out (same config); "
+                        "creates it when there is none yet")
     p.add_argument("--delta", action="store_true",
                    help="also commit patches/ and the metadata as Delta Lake tables (no copy)")
     p.add_argument("--label-rule", choices=_choices(BuildConfig, "label_rule"),

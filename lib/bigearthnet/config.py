@@ -60,8 +60,9 @@ class BuildConfig(StrictModel):
     out: str = Field(..., description="dataset folder to create")
     overwrite: bool = False
     append: bool = Field(
-        False, description="add the products not yet in the existing dataset at `out` (same "
-        "config), keeping its files, ids, labels and splits; a run with nothing new changes nothing"
+        False, description="add the products not yet in the dataset at `out` (same config), "
+        "keeping its files, ids, labels and splits; nothing new: nothing changes; no dataset "
+        "yet: a first build"
     )
     delta: bool = Field(
         False, description="also commit patches/ and the metadata as Delta Lake tables over the "

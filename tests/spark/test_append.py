@@ -101,6 +101,15 @@ def test_existing_files_are_not_rewritten(full_and_appended):
         assert after[name] == ino, name
 
 
+def test_append_without_a_dataset_is_a_first_build(world3, tmp_path):
+    """A scheduled job can always pass --append: the first run creates the dataset."""
+    out = tmp_path / "new"
+    manifest = build(world3, subset(world3, tmp_path / "p", PRODUCTS[:1]), out, append=True)
+    assert (out / "_SUCCESS").exists()
+    assert manifest["history"][0]["mode"] == "build"
+    assert manifest["history"][0]["products_added"] == [T29UPU]
+
+
 def test_nothing_new_leaves_the_dataset_untouched(world3, full_and_appended, tmp_path, capsys):
     _, inc, _, _ = full_and_appended
     before = {p: p.stat().st_mtime_ns for p in inc.rglob("*")}
@@ -117,8 +126,10 @@ def test_append_refuses_other_configs_and_missing_datasets(world3, full_and_appe
     products = subset(world3, tmp_path / "p", PRODUCTS)
     with pytest.raises(ConfigError, match=r"split_seed: dataset 0, now 7.*build_config.json"):
         build(world3, products, inc, append=True, split_seed=7)
-    with pytest.raises(InputNotFoundError, match="without --append"):
-        build(world3, products, tmp_path / "missing", append=True)
+    file_out = tmp_path / "a_file"
+    file_out.write_text("")
+    with pytest.raises(InputNotFoundError, match="not a dataset folder"):
+        build(world3, products, file_out, append=True)
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "manifest.json").write_text("{}")

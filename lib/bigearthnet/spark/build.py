@@ -87,7 +87,8 @@ def run_build(cfg: BuildConfig) -> dict:
 
     With ``cfg.append`` the products already in the dataset at ``cfg.out`` are skipped and the
     new ones are added to it (:mod:`bigearthnet.stages.append`); a run that finds nothing new
-    leaves the dataset untouched.
+    leaves the dataset untouched, and where there is no dataset yet the run is a first build
+    (so a scheduled job can always pass ``--append``).
 
     Raises:
         BigEarthNetError: a named error for bad input (``on_error: fail``), or
@@ -109,7 +110,7 @@ def run_build(cfg: BuildConfig) -> dict:
         with (staged_output(out, overwrite=cfg.overwrite or cfg.append) if out is not None
               else remote.staged()) as staging:
             existing, skipped = None, []
-            if cfg.append:  # read under the output lock: no other job changes it meanwhile
+            if cfg.append and out is not None and out.exists():  # under the output lock
                 existing = ExistingDataset.load(out, cfg)
                 sources, skipped = existing.partition(sources)
                 if not sources and not discovery_failures:

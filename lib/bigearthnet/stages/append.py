@@ -69,7 +69,7 @@ class ExistingDataset:
         """Open ``root`` for an append with ``cfg``.
 
         Raises:
-            InputNotFoundError: ``root`` does not exist.
+            InputNotFoundError: ``root`` is not a folder.
             IncompleteDatasetError: it lacks ``_SUCCESS``.
             ConfigError: it was not written by ``build``, or ``cfg`` differs from its config
                 in a key that shapes the rows (see :data:`DATASET_KEYS`).
@@ -77,7 +77,8 @@ class ExistingDataset:
         layout = DatasetLayout(root)
         if not root.is_dir():
             raise InputNotFoundError(
-                f"--append: dataset {root} does not exist; run the first build without --append"
+                f"--append: {root} is not a dataset folder; choose the folder of a dataset "
+                "written by `bigearthnet build`"
             )
         if not layout.success.exists():
             raise IncompleteDatasetError(
