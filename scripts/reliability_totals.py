@@ -30,6 +30,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def suite_seconds(path: Path) -> float:
+    """The run's wall time, from the JUnit test suite."""
+    return sum(float(s.get("time", 0)) for s in ET.parse(path).getroot().iter("testsuite"))
+
+
 def read_junit(path: Path) -> dict[str, str]:
     """nodeid -> passed | failed | skipped."""
     out = {}
@@ -102,10 +107,11 @@ def render(totals: dict, junit_path: Path) -> tuple[str, str]:
          f"{totals['test_cases']} | {totals['skipped']} |"),
         "",
         f"Computed by `scripts/reliability_totals.py` from `{junit_path.name}` of a run on "
-        f"{time.strftime('%Y-%m-%d')} (`make reliability`)."
+        f"{time.strftime('%Y-%m-%d')} (`make reliability`, {suite_seconds(junit_path):.0f} s on "
+        "2 cores, all these tests together)."
         + (f" Not run: {', '.join(totals['not_run'])}." if totals["not_run"] else ""),
     ])
-    rows = ["| fault (row above) | test cases | passed | faults injected | survived |",
+    rows = ["| fault (of the table above) | test cases | passed | faults injected | survived |",
             "|---|---:|---:|---:|---:|"]
     for r in totals["rows"]:
         rows.append(f"| {r['fault'][:70]} | {r['test_cases']} | {r['passed']} | {r['injected']} "
@@ -114,10 +120,10 @@ def render(totals: dict, junit_path: Path) -> tuple[str, str]:
 
 
 def replace_block(text: str, name: str, body: str) -> str:
-    pattern = re.compile(rf"(<!-- {name}:begin -->\n).*?(\n<!-- {name}:end -->)", re.DOTALL)
+    pattern = re.compile(rf"(<!-- {name}:begin -->)\n.*?(<!-- {name}:end -->)", re.DOTALL)
     if not pattern.search(text):
         raise SystemExit(f"RELIABILITY.md has no <!-- {name}:begin --> ... <!-- {name}:end --> block")
-    return pattern.sub(lambda m: m.group(1) + body + m.group(2), text)
+    return pattern.sub(lambda m: f"{m.group(1)}\n{body}\n{m.group(2)}", text)
 
 
 def main(argv: list[str]) -> int:

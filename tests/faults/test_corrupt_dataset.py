@@ -19,7 +19,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from bigearthnet.config import BuildConfig
+from bigearthnet.config import BuildConfig, SparkConfig
 from bigearthnet.dataset.loader import make_loader
 from bigearthnet.dataset.transforms import BatchTransform
 from bigearthnet.errors import (
@@ -65,7 +65,8 @@ def built(world_jp2, tmp_path_factory) -> Path:
     """A real labeled build of the small synthetic world."""
     out = tmp_path_factory.mktemp("corrupt-ds") / "ds"
     run_build(BuildConfig(products=str(world_jp2 / "products"),
-                          clc=str(world_jp2 / "clc" / "clc2018.gpkg"), out=str(out)))
+                          clc=str(world_jp2 / "clc" / "clc2018.gpkg"), out=str(out),
+                          spark=SparkConfig(master="local[2]")))  # the spark fixture's session
     return out
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bigearthnet.config import BuildConfig
+from bigearthnet.config import BuildConfig, SparkConfig
 from bigearthnet.errors import BigEarthNetError, DiskFullError
 from bigearthnet.spark.build import run_build
 
@@ -36,7 +36,8 @@ def needed_pages(world_jp2, tmp_path_factory) -> int:
     """Pages of the undisturbed labeled build (what the dataset needs, page-rounded)."""
     out = tmp_path_factory.mktemp("diskfull-ref") / "ds"
     run_build(BuildConfig(products=str(world_jp2 / "products"),
-                          clc=str(world_jp2 / "clc" / "clc2018.gpkg"), out=str(out)))
+                          clc=str(world_jp2 / "clc" / "clc2018.gpkg"), out=str(out),
+                          spark=SparkConfig(master="local[2]")))  # the spark fixture's session
     return _pages(out)
 
 

@@ -45,7 +45,7 @@ from damage import (
     zip_safe,
 )
 
-from bigearthnet.config import BuildConfig, ImportConfig, resolve
+from bigearthnet.config import BuildConfig, ImportConfig, SparkConfig, resolve
 from bigearthnet.errors import BigEarthNetError
 from bigearthnet.spark.build import run_build
 from bigearthnet.spark.import_v1 import run_import
@@ -60,6 +60,7 @@ RES = {"B01": 60, "B09": 60, "B02": 10, "B03": 10, "B04": 10, "B08": 10, "SCL": 
 FIX = re.compile(r"re-download|remove it|rename|fix |fix,|fix or|use |choose|check |free |"
                  r"delete|replace|restore|rebuild|re-run|install|make it readable|wait", re.IGNORECASE)
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+LOCAL2 = SparkConfig(master="local[2]")  # the shared session of tests/conftest.py's spark fixture
 
 PRODUCT_FAULTS = {
     "safe": ["truncate", "bitflip", "header", "zero_byte", "missing_layer", "missing_scl",
@@ -325,7 +326,8 @@ def _crs(path: Path) -> str:
 def good_reference(world_jp2, tmp_path_factory) -> dict[str, bytes]:
     """The good product (T29UPU) built undisturbed: its output files' bytes."""
     out = tmp_path_factory.mktemp("fuzz-ref") / "ds"
-    run_build(BuildConfig(products=str(world_jp2 / "products" / f"{T29UPU}.SAFE"), out=str(out)))
+    run_build(BuildConfig(products=str(world_jp2 / "products" / f"{T29UPU}.SAFE"), out=str(out),
+                          spark=LOCAL2))
     return {p.relative_to(out).as_posix(): p.read_bytes()
             for p in (out / "patches").rglob("*.parquet")}
 
@@ -448,7 +450,7 @@ def clc_reference(world_jp2, tmp_path_factory) -> dict[str, bytes]:
     """The labeled build of the undamaged world: its patch files' bytes."""
     out = tmp_path_factory.mktemp("fuzz-clc-ref") / "ds"
     run_build(BuildConfig(products=str(world_jp2 / "products"),
-                          clc=str(world_jp2 / "clc" / "clc2018.gpkg"), out=str(out)))
+                          clc=str(world_jp2 / "clc" / "clc2018.gpkg"), out=str(out), spark=LOCAL2))
     return _patch_bytes(out)
 
 
