@@ -63,6 +63,20 @@ def _cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _job_config(model: type, args: argparse.Namespace, overrides: dict):
+    """A Spark job's config: defaults, ``--config`` YAML, the options, ``--master``."""
+    from bigearthnet.config import resolve
+
+    if args.master:
+        overrides["spark"] = {"master": args.master}
+    return resolve(model, args.config, overrides)
+
+
+def _print_dataset(out: str, manifest: dict) -> None:
+    print(f"dataset written to {Path(out).resolve()}")
+    print("  " + ", ".join(f"{k}={v}" for k, v in manifest["counts"].items()))
+
+
 def _cmd_import_v1(args: argparse.Namespace) -> int:
     from bigearthnet.config import ImportConfig
     from bigearthnet.spark.import_v1 import run_import
