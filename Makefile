@@ -34,7 +34,8 @@ test-fast: setup
 
 # The fault tests of RELIABILITY.md, then its totals computed from this run (build/reliability/).
 RELIABILITY_TESTS := tests/faults tests/spark/test_faults.py tests/spark/test_failures.py \
-	tests/train/test_trainer_loss.py tests/train/test_loop.py::test_resume_after_kill_matches_uninterrupted \
+	tests/train/test_trainer_loss.py tests/spark/test_trainer_loss_cluster.py \
+	tests/train/test_loop.py::test_resume_after_kill_matches_uninterrupted \
 	tests/spark/test_bad_input.py tests/spark/test_label_engines.py::test_bad_clc_gives_the_same_named_error \
 	tests/spark/test_import_v1.py
 reliability: setup

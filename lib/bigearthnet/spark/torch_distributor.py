@@ -5,10 +5,19 @@ executor and calls :func:`bigearthnet.train.loop.train_worker` (see
 :mod:`bigearthnet.train.distributed`). The run folder and the dataset must be on a filesystem
 every executor sees at the same path; rank 0 writes the run folder. Use it as the launcher of
 :func:`bigearthnet.train.launch.train` (``bigearthnet train --spark`` does).
+
+A lost rank (its process or its executor killed) fails its barrier task; Spark then kills the
+other tasks of the stage and, since the stage is a barrier *result* stage, aborts the job instead
+of re-running it ("Could not recover from a failed barrier ResultStage"), so no second attempt
+ever trains into the run folder. A rank blocked in a collective on a dead peer fails after
+``TrainConfig.dist_timeout_s``. The driver raises :class:`DistributedTrainingError` naming the
+run folder; ``--resume`` continues from the last checkpoint
+(``tests/spark/test_trainer_loss_cluster.py``).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,10 +25,20 @@ import torch
 from bigearthnet.config import SparkConfig
 from bigearthnet.errors import BigEarthNetError, DistributedTrainingError
 from bigearthnet.spark.session import get_session
+from bigearthnet.train.checkpoint import LAST, checkpoint_path
 from bigearthnet.train.config import TrainConfig
 from bigearthnet.train.distributed import raise_from_marker
 from bigearthnet.train.loop import train_worker
 from bigearthnet.train.tracking import worker_env
+
+
+def _first_cause(exc: BaseException) -> str:
+    """The line of a (Py4J) Spark failure that says why, without the JVM stack trace."""
+    lines = [line.strip(" :") for line in str(exc).splitlines() if line.strip(" :")]
+    for line in lines:
+        if "Job aborted" in line or "barrier" in line:
+            return line[:1000]
+    return (lines[0] if lines else type(exc).__name__)[:1000]
 
 
 def run_torch_distributor(cfg: TrainConfig, spark: Any = None) -> dict[str, Any]:
@@ -50,8 +69,17 @@ def run_torch_distributor(cfg: TrainConfig, spark: Any = None) -> dict[str, Any]
         raise
     except Exception as exc:
         raise_from_marker(str(exc), exc)
+        if checkpoint_path(Path(cfg.out), LAST).is_file():
+            todo = (f"{cfg.out} keeps the checkpoint of every finished epoch: run the same "
+                    "command with --resume to continue it")
+        else:
+            todo = (f"no epoch finished, so {cfg.out} holds no checkpoint: run the same command "
+                    "again with --overwrite")
         raise DistributedTrainingError(
-            f"TorchDistributor training with {cfg.nproc} processes failed: {exc}"
+            f"TorchDistributor training with {cfg.nproc} processes into {cfg.out} failed: "
+            f"{_first_cause(exc)}. Spark does not re-run a failed barrier stage: the job stopped "
+            "and the other ranks' tasks were killed (the ranks' output above and the executors' "
+            f"logs say why). {todo}"
         ) from exc
     if not isinstance(result, dict):
         raise DistributedTrainingError(

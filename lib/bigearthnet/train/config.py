@@ -30,7 +30,7 @@ DEFAULT_EXPERIMENT = "bigearthnet"
 """The MLflow experiment of tracked runs when none is named (outside Databricks)."""
 
 RESUMABLE_CHANGES: frozenset[str] = frozenset({"epochs", "resume", "overwrite", "progress",
-                                               "tracking"})
+                                               "tracking", "dist_timeout_s"})
 """Keys that may differ between a run and its ``--resume``; any other change is refused."""
 
 
@@ -79,6 +79,11 @@ class TrainConfig(StrictModel):
     )
     spark_master: str | None = Field(
         None, description="Spark master for spark=true (default: the active/spark-submit one)"
+    )
+    dist_timeout_s: float = Field(
+        300.0, gt=0.0, le=86400.0,
+        description="seconds a DDP rank waits in a collective (or for the group to form) before "
+        "it fails; bounds the wait of the survivors when a rank dies (torch's default: 30 min)",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto: CUDA when available, else CPU"

@@ -40,6 +40,7 @@ import re
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -155,12 +156,15 @@ def backend_for(device: torch.device) -> str:
     return "nccl" if device.type == "cuda" else "gloo"
 
 
-def init_distributed(ctx: DistContext, device: torch.device) -> bool:
+def init_distributed(ctx: DistContext, device: torch.device, timeout_s: float = 300.0) -> bool:
     """Join the process group (``env://``) unless single-process or already joined.
 
     Args:
         ctx: this process's place.
         device: its training device (selects the backend; CUDA devices are made current).
+        timeout_s: how long a rank waits for the group to form, or in a collective for a peer
+            (``TrainConfig.dist_timeout_s``); when a peer dies the survivors fail after at most
+            this long instead of torch's default 30 minutes.
 
     Returns:
         ``True`` when this call created the group (the caller then destroys it).
@@ -170,7 +174,8 @@ def init_distributed(ctx: DistContext, device: torch.device) -> bool:
     if not ctx.distributed or dist.is_initialized():
         return False
     dist.init_process_group(backend=backend_for(device), init_method="env://",
-                            rank=ctx.rank, world_size=ctx.world_size)
+                            rank=ctx.rank, world_size=ctx.world_size,
+                            timeout=timedelta(seconds=timeout_s))
     return True
 
 

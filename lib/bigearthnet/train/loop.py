@@ -243,7 +243,7 @@ def train_worker(cfg_json: str, env: dict[str, str] | None = None) -> dict[str, 
         cfg = TrainConfig.model_validate_json(cfg_json)
         ctx = context_from_env()
         device = select_device(cfg.device, ctx.local_rank)
-        created = init_distributed(ctx, device)
+        created = init_distributed(ctx, device, cfg.dist_timeout_s)
         try:
             with Determinism(cfg.deterministic, device):
                 return _train_process(cfg, ctx, device)
