@@ -25,7 +25,7 @@ from worlds import T29UPU, T33UUP, synth_world
 pytestmark = pytest.mark.spark
 T35VNJ = "S2B_MSIL2A_20180204T094159_N0206_R036_T35VNJ_20180204T114851"
 ENGINES = ("sedonadb", "sedona-spark")
-VOLATILE = ("timings_s", "versions")
+VOLATILE = ("timings_s", "versions", "history")  # history: creation times
 
 
 @pytest.fixture(scope="module", autouse=True)
