@@ -3,6 +3,8 @@ in place, named errors for bad credentials and missing buckets, and the output c
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -159,3 +161,47 @@ def test_settings_without_s3_support_refuse_uris():
                                     "model": "s-cnn-rgb"})
     assert resolve(TrainConfig, None, {"dataset": "s3://b/ds", "out": "run",
                                        "model": "s-cnn-rgb"}).dataset == "s3://b/ds"
+
+
+def test_a_task_that_outlives_an_aborted_run_removes_its_uploads(s3_env):
+    """A cancelled Spark job's Python task runs its function to the end: what it uploads after
+    the driver removed the run prefix must not stay. The driver's abort marker is written before
+    that removal, and the task checks it after its uploads."""
+    from bigearthnet.dataset.layout import DatasetLayout
+    from bigearthnet.dataset.objectstore import (
+        FAILURES,
+        RUNS,
+        S3FailureBoard,
+        TaskStorage,
+        abort_marker,
+        remove_other_runs,
+    )
+    from bigearthnet.storage import ObjectStore
+
+    store = ObjectStore()
+    out = S3Uri(s3_env.bucket, "aborted")
+    run_root = out.join(RUNS, "run-a")
+    storage = TaskStorage(S3Settings.from_env(), run_root)
+
+    def build(folder, abort_midway: bool):
+        (DatasetLayout(folder).patches / "one.parquet").write_bytes(b"x" * 100)
+        if abort_midway:  # the driver aborts while this task still runs
+            store.write_bytes(abort_marker(run_root), b"")
+            store.delete_prefix(run_root)
+        return {"task_id": 0, "product_id": "P", "status": "ok"}
+
+    row = storage.run(lambda folder: build(folder, abort_midway=False), Path("unused"))
+    assert row["status"] == "ok" and list(store.list(run_root)) == ["patches/one.parquet"]
+    row = storage.run(lambda folder: build(folder, abort_midway=True), Path("unused"))
+    assert row["status"] == "failed" and "aborted" in row["error_message"]
+    assert store.list(run_root) == {}
+    board = S3FailureBoard(storage.settings, run_root.join(FAILURES))
+    board.report(0, {"task_id": 0, "status": "ok"})
+    board.report(1, {"task_id": 1, "status": "failed", "error_message": "late"})
+    assert store.list(run_root) == {}
+    assert set(store.list(out)) == {"_runs/run-a.aborted"}
+    # The next committed build removes the marker with the other runs.
+    store.write_bytes(out.join(RUNS, "run-b", "x"), b"")
+    store.write_bytes(out.join(RUNS, "run-c", "y"), b"")
+    assert remove_other_runs(store, out, keep="run-b") == ["run-c"]
+    assert set(store.list(out)) == {"_runs/run-b/x"}

@@ -19,6 +19,12 @@ it as :func:`bigearthnet.dataset.io.staged_output` does. Instead::
   PUT: that object is the commit;
 * only after the commit are the other ``_runs/*`` removed: the replaced dataset
   (``--overwrite``) and whatever dead builds left;
+* a build that fails or is interrupted writes ``_runs/<run_id>.aborted`` and then deletes its
+  run prefix. Python tasks outlive a cancelled Spark job (a killed task's Python worker runs its
+  function to the end), so a task checks that marker after its uploads and deletes what it
+  uploaded when the marker is there: an upload the driver's delete did not see ended after the
+  marker was written, so the task's check sees the marker. The marker alone is left, and the
+  next committed build removes it with the other runs;
 * readers (:func:`committed_run`, :func:`local_dataset`) read ``_SUCCESS`` to find the run and
   refuse a prefix without it (:class:`~bigearthnet.errors.IncompleteDatasetError`), so a
   build that dies at any point, its driver SIGKILLed included, leaves nothing they accept.
@@ -71,6 +77,30 @@ RUNS = "_runs"
 FAILURES = f"{PARTS}/failures"
 """Where failed tasks report themselves (``on_error: fail``), under the run prefix."""
 
+ABORTED = ".aborted"
+"""Suffix of the marker ``_runs/<run_id>.aborted`` of a run whose build failed."""
+
+
+def abort_marker(run_root: S3Uri) -> S3Uri:
+    """``prefix/_runs/<run_id>.aborted``, the marker of an aborted run ``run_root``."""
+    return run_root.parent.join(f"{run_root.name}{ABORTED}")
+
+
+def discard_if_aborted(store: ObjectStore, run_root: S3Uri, written: list[S3Uri]) -> bool:
+    """Delete ``written`` and return True when the run was aborted meanwhile (task side).
+
+    Called after a task's uploads: a task of a cancelled job runs on in its Python worker, and
+    what it uploads after the driver removed the run prefix would stay behind otherwise.
+    """
+    if not store.exists(abort_marker(run_root)):
+        return False
+    for uri in written:
+        try:
+            store.delete(uri)
+        except BigEarthNetError:
+            pass
+    return True
+
 
 def new_run_id() -> str:
     """A run id: UTC time (sortable) and a random suffix (unique)."""
@@ -120,15 +150,21 @@ class TaskStorage:
             row = build(local)
             if row.get("status") != "ok":
                 return row
+            store = ObjectStore(self.settings)
+            written: list[S3Uri] = []
             try:
-                store = ObjectStore(self.settings)
                 for path in sorted(p for p in local.rglob("*") if p.is_file()):
                     rel = path.relative_to(local).as_posix()
                     if IN_PROGRESS not in path.name:
-                        store.upload(path, self.run_root.join(rel))
+                        written.append(self.run_root.join(rel))
+                        store.upload(path, written[-1])
             except BigEarthNetError as exc:
                 row.update(status="failed", error_type=type(exc).__name__,
                            error_message=f"product {row.get('product_id')}: {exc}")
+            if discard_if_aborted(store, self.run_root, written):
+                row.update(status="failed", error_type="BuildFailedError",
+                           error_message=f"product {row.get('product_id')}: the build was "
+                           "aborted while this task ran; its uploads were removed")
         return row
 
 
@@ -157,10 +193,12 @@ class S3FailureBoard:
         """Called in the task with its row."""
         store = ObjectStore(self.settings)
         if row.get("status") == "ok":
-            store.write_bytes(self.prefix.join(f"{task_id}.ok"), b"")
-            return
-        doc = {k: v for k, v in row.items() if not isinstance(v, bytes | bytearray)}
-        store.write_bytes(self.prefix.join(f"{task_id}.json"), json.dumps(doc, default=str).encode())
+            key, data = self.prefix.join(f"{task_id}.ok"), b""
+        else:
+            doc = {k: v for k, v in row.items() if not isinstance(v, bytes | bytearray)}
+            key, data = self.prefix.join(f"{task_id}.json"), json.dumps(doc, default=str).encode()
+        store.write_bytes(key, data)
+        discard_if_aborted(store, self.prefix.parent.parent, [key])
 
     def _listing(self, fresh: bool = False) -> dict[str, int]:
         if fresh or time.monotonic() - self._listed_at >= self.POLL_S:
@@ -246,7 +284,8 @@ class S3Build:
                 yield staging
                 self._commit(staging)
             except BaseException:
-                try:
+                try:  # the marker first: tasks still running check it after their uploads
+                    self.store.write_bytes(abort_marker(self.run_root), b"")
                     self.store.delete_prefix(self.run_root)
                 except BigEarthNetError:
                     pass
@@ -326,11 +365,15 @@ def check_s3_output(store: ObjectStore, out: S3Uri, overwrite: bool) -> None:
 
 
 def remove_other_runs(store: ObjectStore, out: S3Uri, keep: str) -> list[str]:
-    """Delete every ``_runs/*`` of ``out`` but ``keep``; return the run ids removed."""
-    runs = sorted({rel.split("/", 1)[0] for rel in store.list(out.join(RUNS))})
+    """Delete every ``_runs/*`` of ``out`` but ``keep`` (and every abort marker); return the
+    run ids removed."""
+    listing = store.list(out.join(RUNS))
+    runs = sorted({rel.split("/", 1)[0] for rel in listing if "/" in rel})
     removed = [r for r in runs if r != keep]
     for run in removed:
         store.delete_prefix(out.join(RUNS, run))
+    for marker in sorted(rel for rel in listing if "/" not in rel and rel.endswith(ABORTED)):
+        store.delete(out.join(RUNS, marker))
     return removed
 
 
