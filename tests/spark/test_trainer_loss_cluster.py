@@ -1,9 +1,10 @@
 """Trainer loss on the cluster: ``bigearthnet train --spark`` (TorchDistributor, 2 barrier tasks
-on the 2-worker standalone cluster, CPU, gloo) loses one training process (SIGKILL, by its pid)
-after the first checkpoint. The job fails promptly with ``DistributedTrainingError`` naming the
-run folder (no hang, no silent re-run of the barrier stage into the run folder, no rank left
-running), and ``--resume`` through TorchDistributor reaches bit-identical final weights,
-momentum and metrics to an uninterrupted run."""
+on the 2-worker standalone cluster, CPU, gloo) loses, after the first checkpoint, either one
+training process or the whole executor of one worker (the JVM that runs the barrier task, its
+Python worker and torchrun), each by SIGKILL of its pid. The job fails promptly with
+``DistributedTrainingError`` naming the run folder (no hang, no silent re-run of the barrier
+stage into the run folder, no rank left running), and ``--resume`` through TorchDistributor
+reaches bit-identical final weights, momentum and metrics to an uninterrupted run."""
 
 from __future__ import annotations
 
@@ -16,12 +17,12 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from bigearthnet.dataset.fakes import write_fake_dataset
 from bigearthnet.spark.cluster import spark_home, standalone_cluster
 from bigearthnet.train.checkpoint import load_checkpoint
+from training_runs import assert_bit_identical_runs
 
 pytestmark = [pytest.mark.cluster, pytest.mark.spark, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
@@ -92,78 +93,78 @@ def _epochs_logged(run: Path) -> int:
     return len(log.read_text().splitlines()) if log.is_file() else 0
 
 
-def test_killed_torch_distributor_rank_fails_by_name_then_resume_is_bit_identical(
-        learnable, tmp_path):
-    config = _config(tmp_path)
-    logs = tmp_path / "cluster"
-    ref, run = tmp_path / "ref", tmp_path / "run"
+def _executor_of(pid: int) -> int:
+    """The pid of the executor JVM (``CoarseGrainedExecutorBackend``) above process ``pid``."""
+    while pid > 1:
+        if b"CoarseGrainedExecutorBackend" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return pid
+        pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    raise AssertionError("no executor JVM above the training process")
+
+
+@pytest.fixture(scope="module")
+def cluster_with_reference(learnable, tmp_path_factory):
+    """The 2-worker cluster and an uninterrupted reference run on it."""
+    tmp = tmp_path_factory.mktemp("trainer-loss")
+    config, logs, ref = _config(tmp), tmp / "cluster", tmp / "ref"
     with standalone_cluster(workers=2, cores_per_worker=1, memory_per_worker="2g",
                             log_dir=logs) as url:
-        t0 = time.monotonic()
         output = _finish(_submit(url, learnable.root, ref, config), 400)
         assert (ref / "result.json").is_file(), output[-4000:]
-        reference_s = time.monotonic() - t0
+        yield url, logs, config, ref
 
-        victim = _submit(url, learnable.root, run, config)
-        try:
-            deadline = time.monotonic() + 300
-            while _epochs_logged(run) < 1:  # epoch 1 checkpointed
-                assert victim.poll() is None, victim.stdout.read()[-4000:]
-                assert time.monotonic() < deadline, "no epoch finished"
-                time.sleep(0.05)
-            time.sleep(0.3)  # into epoch 2
-            ranks = _ranks(logs)
-            assert sorted(ranks) == [0, 1], ranks
-            assert victim.poll() is None, "the run ended before it could be killed"
-            os.kill(ranks[1], signal.SIGKILL)
-            killed = time.monotonic()
-            output = _finish(victim, 180)
-            failed_after_s = time.monotonic() - killed
-        finally:
-            if victim.poll() is None:
-                os.killpg(victim.pid, signal.SIGKILL)
-        # a named error through the job: the run folder and what to do; no hang
-        assert victim.returncode != 0, output[-4000:]
-        # the driver's last word is the named error (the lines before are the ranks' output,
-        # streamed by TorchDistributor, with their tracebacks)
-        named = [line for line in output.splitlines() if line.strip()][-1]
-        assert named.startswith("error: DistributedTrainingError: "), output[-4000:]
-        assert str(run) in named and "--resume" in named, named
-        assert failed_after_s < 60, f"the driver took {failed_after_s:.0f} s to fail"
-        # the surviving rank does not keep running (and writing into the run folder)
-        deadline = time.monotonic() + 30
-        while _ranks(logs) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not _ranks(logs), f"training processes still alive: {_ranks(logs)}"
-        # the barrier stage was not re-run: the run folder holds epoch 1 .. k of this attempt
-        killed_at = _epochs_logged(run)
-        assert 1 <= killed_at < EPOCHS
-        assert not (run / "result.json").exists()
-        assert load_checkpoint(run / "checkpoints" / "last.pt")["epoch"] == killed_at
 
-        t0 = time.monotonic()
-        output = _finish(_submit(url, learnable.root, run, config, "--resume"), 400)
-        assert (run / "result.json").is_file(), output[-4000:]
-        resume_s = time.monotonic() - t0
+@pytest.mark.parametrize("victim_kind", ["rank", "executor"])
+def test_killed_torch_distributor_rank_fails_by_name_then_resume_is_bit_identical(
+        learnable, cluster_with_reference, tmp_path, victim_kind):
+    url, logs, config, ref = cluster_with_reference
+    run = tmp_path / "run"
+    victim = _submit(url, learnable.root, run, config)
+    try:
+        deadline = time.monotonic() + 300
+        while _epochs_logged(run) < 1:  # epoch 1 checkpointed
+            assert victim.poll() is None, victim.stdout.read()[-4000:]
+            assert time.monotonic() < deadline, "no epoch finished"
+            time.sleep(0.05)
+        time.sleep(0.3)  # into epoch 2
+        ranks = _ranks(logs)
+        assert sorted(ranks) == [0, 1], ranks
+        assert victim.poll() is None, "the run ended before it could be killed"
+        target = ranks[1] if victim_kind == "rank" else _executor_of(ranks[1])
+        os.kill(target, signal.SIGKILL)
+        killed = time.monotonic()
+        output = _finish(victim, 180)
+        failed_after_s = time.monotonic() - killed
+    finally:
+        if victim.poll() is None:
+            os.killpg(victim.pid, signal.SIGKILL)
+    # a named error through the job: the run folder and what to do; no hang
+    assert victim.returncode != 0, output[-4000:]
+    # the driver's last word is the named error (the lines before are the ranks' output,
+    # streamed by TorchDistributor, with their tracebacks)
+    named = [line for line in output.splitlines() if line.strip()][-1]
+    assert named.startswith("error: DistributedTrainingError: "), output[-4000:]
+    assert str(run) in named and "--resume" in named, named
+    assert failed_after_s < 60, f"the driver took {failed_after_s:.0f} s to fail"
+    # the surviving rank does not keep running (and writing into the run folder)
+    deadline = time.monotonic() + 30
+    while _ranks(logs) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _ranks(logs), f"training processes still alive: {_ranks(logs)}"
+    # the barrier stage was not re-run: the run folder holds epoch 1 .. k of this attempt
+    killed_at = _epochs_logged(run)
+    assert 1 <= killed_at < EPOCHS
+    assert not (run / "result.json").exists()
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["epoch"] == killed_at
 
-    for which in ("last.pt", "best.pt"):
-        a = load_checkpoint(ref / "checkpoints" / which)
-        b = load_checkpoint(run / "checkpoints" / which)
-        assert a["epoch"] == b["epoch"]
-        assert a["model"].keys() == b["model"].keys()
-        for key in a["model"]:
-            assert torch.equal(a["model"][key], b["model"][key]), (which, key)
-        momentum_a = [s["momentum_buffer"] for s in a["optimizer"]["state"].values()]
-        momentum_b = [s["momentum_buffer"] for s in b["optimizer"]["state"].values()]
-        assert all(torch.equal(x, y) for x, y in zip(momentum_a, momentum_b, strict=True))
-    expected = json.loads((ref / "result.json").read_text())
+    t0 = time.monotonic()
+    output = _finish(_submit(url, learnable.root, run, config, "--resume"), 400)
+    assert (run / "result.json").is_file(), output[-4000:]
+    resume_s = time.monotonic() - t0
+
+    assert_bit_identical_runs(ref, run, world_size=2)
     got = json.loads((run / "result.json").read_text())
-    assert [h["val"] for h in got["history"]] == [h["val"] for h in expected["history"]]
-    assert [h["train_loss"] for h in got["history"]] == [
-        h["train_loss"] for h in expected["history"]]
-    assert got["best_epoch"] == expected["best_epoch"]
-    assert got["best_val_f1"] == expected["best_val_f1"]
-    assert got["world_size"] == 2 and len({r["pid"] for r in got["ranks"]}) == 2
+    assert len({r["pid"] for r in got["ranks"]}) == 2
     print(named)
-    print(f"reference {reference_s:.0f} s, failed {failed_after_s:.1f} s after the kill, "
+    print(f"{victim_kind} killed: failed {failed_after_s:.1f} s after the kill, "
           f"resume {resume_s:.0f} s")

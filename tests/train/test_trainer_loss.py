@@ -4,18 +4,17 @@ bit-identical final weights and metrics to a run that was never interrupted (CPU
 
 from __future__ import annotations
 
-import json
 import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
-from bigearthnet.train.checkpoint import load_checkpoint
+from training_runs import assert_bit_identical_runs
 
 pytestmark = pytest.mark.slow
 
@@ -67,20 +66,61 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(learnable, tmp_path):
     resumed = _train(learnable.root, tmp_path / "run", config, "--resume")
     assert resumed.wait(timeout=900) == 0, resumed.stdout.read()[-3000:]
 
-    for which in ("last.pt", "best.pt"):
-        a = load_checkpoint(tmp_path / "ref" / "checkpoints" / which)
-        b = load_checkpoint(tmp_path / "run" / "checkpoints" / which)
-        assert a["epoch"] == b["epoch"]
-        assert a["model"].keys() == b["model"].keys()
-        for key in a["model"]:
-            assert torch.equal(a["model"][key], b["model"][key]), (which, key)
-        momentum_a = [s["momentum_buffer"] for s in a["optimizer"]["state"].values()]
-        momentum_b = [s["momentum_buffer"] for s in b["optimizer"]["state"].values()]
-        assert all(torch.equal(x, y) for x, y in zip(momentum_a, momentum_b, strict=True))
-    ref = json.loads((tmp_path / "ref" / "result.json").read_text())
-    got = json.loads((tmp_path / "run" / "result.json").read_text())
-    assert [h["val"] for h in got["history"]] == [h["val"] for h in ref["history"]]
-    assert [h["train_loss"] for h in got["history"]] == [h["train_loss"] for h in ref["history"]]
-    assert got["best_epoch"] == ref["best_epoch"] and got["best_val_f1"] == ref["best_val_f1"]
-    assert got["world_size"] == 2
+    assert_bit_identical_runs(tmp_path / "ref", tmp_path / "run", world_size=2)
 
+
+def _ranks_of(launcher_pid: int) -> list[int]:
+    """The DDP processes the ``train`` launcher spawned, in rank order (spawn order)."""
+    ranks = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (proc / "cmdline").read_bytes()
+            started = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[19])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == launcher_pid and b"spawn_main" in cmdline and b"resource_tracker" not in cmdline:
+            ranks.append((started, int(proc.name)))
+    return [pid for _, pid in sorted(ranks)]
+
+
+def test_a_hung_rank_fails_the_job_after_dist_timeout_s(learnable, tmp_path):
+    """A rank that stops answering without dying (SIGSTOP: its sockets stay open, as with a hung
+    GPU or a stalled filesystem) leaves its peer waiting in DDP's gradient all-reduce. The peer
+    gives up after ``dist_timeout_s``, not torch's default 30 minutes; the launcher then ends
+    the hung rank and the job fails with a named error."""
+    timeout_s = 8
+    config = _config(tmp_path)
+    doc = yaml.safe_load(config.read_text()) | {"dist_timeout_s": timeout_s, "num_workers": 0}
+    config.write_text(yaml.safe_dump(doc))
+    run = tmp_path / "run"
+    victim = _train(learnable.root, run, config)
+    try:
+        deadline = time.monotonic() + 600
+        while _epochs_logged(run) < 1:
+            assert victim.poll() is None, victim.stdout.read()[-3000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(0.3)  # into epoch 2
+        ranks = _ranks_of(victim.pid)
+        assert len(ranks) == 2, ranks
+        os.kill(ranks[1], signal.SIGSTOP)
+        stopped = time.monotonic()
+        output, _ = victim.communicate(timeout=timeout_s + 120)
+        failed_after_s = time.monotonic() - stopped
+    finally:
+        subprocess.run(["pkill", "-KILL", "-s", str(victim.pid)], check=False)
+        victim.wait()
+    assert victim.returncode != 0
+    named = [line for line in output.splitlines() if line.startswith("error: ")]
+    assert named and named[0].startswith(
+        "error: DistributedTrainingError: rank 0 of 2 failed with RuntimeError"), output[-3000:]
+    assert f"Timed out waiting {timeout_s * 1000}ms" in named[0], named[0]
+    # It was the timeout that ended the wait: not earlier, and not much later (plus the
+    # launcher's SIGTERM and SIGKILL grace for the stopped rank).
+    assert timeout_s * 0.9 <= failed_after_s <= timeout_s + 30, failed_after_s
+    assert not Path(f"/proc/{ranks[1]}").exists() or b"Z" in Path(
+        f"/proc/{ranks[1]}/stat").read_bytes().split(b")")[1][:3], "the hung rank is alive"
+    assert not (run / "result.json").exists()

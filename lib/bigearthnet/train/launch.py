@@ -32,6 +32,11 @@ Launcher = Callable[[TrainConfig], dict[str, Any]]
 result."""
 
 
+STOP_GRACE_S = 5.0
+"""When a rank fails, how long the others get to exit before SIGTERM, and then before SIGKILL (a
+hung or stopped rank ignores SIGTERM; torch's own default waits 30 s for it)."""
+
+
 def _entry(local_rank: int, fn: Callable[..., Any], args: tuple, nproc: int, port: int,
            result_dir: str, threads: int | None) -> None:
     """Body of one spawned process: torchrun's environment, then ``fn(*args)``."""
@@ -59,7 +64,8 @@ def launch_local(fn: Callable[..., Any], nproc: int, args: tuple = (), *,
     Each process gets ``RANK = LOCAL_RANK = i``, ``WORLD_SIZE = LOCAL_WORLD_SIZE = nproc``,
     ``MASTER_ADDR=127.0.0.1`` and a free ``MASTER_PORT``; ``fn`` joins the group itself (e.g.
     with :func:`init_distributed`). ``fn`` and ``args`` must be picklable (a module-level
-    function). If one process fails the others are terminated.
+    function). If one process fails the others are terminated: SIGTERM after
+    :data:`STOP_GRACE_S`, SIGKILL after as long again.
 
     Args:
         fn: the per-process function.
@@ -82,9 +88,11 @@ def launch_local(fn: Callable[..., Any], nproc: int, args: tuple = (), *,
     result_dir = tempfile.mkdtemp(prefix="bigearthnet-ddp-")
     try:
         try:
-            mp.start_processes(_entry, args=(fn, tuple(args), nproc, free_port(), result_dir,
-                                             threads_per_proc),
-                               nprocs=nproc, join=True, start_method="spawn")
+            context = mp.start_processes(
+                _entry, args=(fn, tuple(args), nproc, free_port(), result_dir, threads_per_proc),
+                nprocs=nproc, join=False, start_method="spawn")
+            while not context.join(grace_period=STOP_GRACE_S):
+                pass
         except ProcessException as exc:
             records = _read_records(result_dir, nproc)
             for rank, rec in enumerate(records):
