@@ -1,7 +1,7 @@
 """spark-submit entry point for ``bigearthnet import-v1`` (the v1 folder archive to Parquet).
 
     spark-submit --master spark://host:7077 jobs/import_v1.py ARCHIVE_DIR --out DATASET_DIR \
-        [--splits-dir DIR] [--exclude-lists CSV ...] [--config YAML]
+        [--on-error fail|skip] [--splits-dir DIR] [--exclude-lists CSV ...] [--config YAML]
 
 The master comes from spark-submit; every flag is the CLI's.
 """

@@ -82,9 +82,13 @@ def _cmd_import_v1(args: argparse.Namespace) -> int:
     from bigearthnet.spark.import_v1 import run_import
 
     cfg = _job_config(ImportConfig, args, {
-        "archive": args.archive_dir, "out": args.out, "splits_dir": args.splits_dir,
-        "exclude_lists": args.exclude_lists, "overwrite": True if args.overwrite else None})
-    _print_dataset(cfg.out, run_import(cfg))
+        "archive": args.archive_dir, "out": args.out, "on_error": args.on_error,
+        "splits_dir": args.splits_dir, "exclude_lists": args.exclude_lists,
+        "overwrite": True if args.overwrite else None})
+    manifest = run_import(cfg)
+    _print_dataset(cfg.out, manifest)
+    if manifest["failures"]:
+        print(f"  {len(manifest['failures'])} broken patch(es) skipped; all named in manifest.json")
     return 0
 
 
@@ -249,6 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("import-v1", help="convert a BigEarthNet-S2 v1.0 folder archive to Parquet")
     p.add_argument("archive_dir")
     p.add_argument("--out", required=True, help="dataset folder to create")
+    p.add_argument("--on-error", choices=["fail", "skip"],
+                   help="fail (default): stop at the first broken patch; skip: import the rest "
+                        "and name every broken patch in manifest.json")
     p.add_argument("--splits-dir", help="folder with the official train/val/test CSVs")
     p.add_argument("--exclude-lists", nargs="+", metavar="CSV",
                    help="official patches_with_seasonal_snow.csv / patches_with_cloud_and_shadow.csv")

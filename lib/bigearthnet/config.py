@@ -131,6 +131,10 @@ class ImportConfig(StrictModel):
     archive: str = Field(..., description="BigEarthNet-S2 v1.0 folder (one sub-folder per patch)")
     out: str = Field(..., description="dataset folder to create")
     overwrite: bool = False
+    on_error: Literal["fail", "skip"] = Field(
+        "fail", description="fail: abort at the first broken patch; skip: import the rest and "
+        "name every broken patch in manifest.json"
+    )
     splits_dir: str | None = Field(None, description="folder with official train/val/test CSVs")
     exclude_lists: list[str] = Field(
         default_factory=list,

@@ -12,7 +12,7 @@ For every case: a named ``BigEarthNetError`` (never another exception), whose me
 file and the fix; no output that looks complete (no output folder, no staging folder); under
 ``on_error: skip`` one build of all damaged products of a format builds the good product (its
 files byte-identical to an undisturbed build: 0 bytes lost) and lists every damaged one in the
-manifest. A few cases go through the real CLI for the exit status.
+manifest; likewise one import-v1 of all damaged v1 patches next to the good ones. A few cases go through the real CLI for the exit status.
 
 The generator is seeded (``BIGEARTHNET_FUZZ_SEED``, default below); every assertion message
 starts with the seed and the case, so a failure can be replayed exactly.
@@ -496,6 +496,8 @@ def v1_archive(tmp_path_factory) -> Path:
 
 
 def damage_v1(case: Case, archive: Path, dest: Path) -> tuple[Path, list[str]]:
+    """Copy the archive to ``dest`` and damage one of its patch folders (or, for
+    ``non_utf8_archive``, give the copy a name that is not UTF-8)."""
     rng = random.Random(f"{SEED}/{case.id}")
     if case.fault == "non_utf8_archive":
         dest = Path(os.fsdecode(os.fsencode(dest) + b"-\xff"))
@@ -503,6 +505,11 @@ def damage_v1(case: Case, archive: Path, dest: Path) -> tuple[Path, list[str]]:
     if case.fault == "non_utf8_archive":
         return dest, [str(dest)]
     patch = rng.choice(sorted(p for p in dest.iterdir() if p.is_dir()))
+    return dest, damage_v1_patch(case, patch, rng)
+
+
+def damage_v1_patch(case: Case, patch: Path, rng: random.Random) -> list[str]:
+    """Damage one v1 patch folder as the case says; returns the damaged file (as needles)."""
     band = rng.choice(LAYERS[:-1])
     tif = patch / f"{patch.name}_{band}.tif"
     meta = patch / f"{patch.name}_labels_metadata.json"
@@ -512,7 +519,18 @@ def damage_v1(case: Case, archive: Path, dest: Path) -> tuple[Path, list[str]]:
      "tif_missing": tif.unlink,
      "json_truncate": lambda: truncate(meta, case.fraction),
      "json_zero_byte": lambda: empty(meta)}[case.fault]()
-    return dest, [str(meta) if case.fault.startswith("json") else str(tif)]
+    return [str(meta) if case.fault.startswith("json") else str(tif)]
+
+
+def clone_v1_patch(src: Path, root: Path, n: int) -> Path:
+    """Copy a v1 patch folder into ``root`` under a new name (its own column and row), its
+    files renamed with it."""
+    name = re.sub(r"_\d+_\d+$", f"_{100 + n}_{100 + n}", src.name)
+    dest = root / name
+    dest.mkdir()
+    for f in src.iterdir():
+        shutil.copy(f, dest / f.name.replace(src.name, name, 1))
+    return dest
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.target == "v1"], ids=lambda c: c.id)
@@ -524,6 +542,54 @@ def test_damaged_v1_archive_fails_by_name(spark, v1_archive, case, tmp_path, fau
     err = check_named(exc, case, needles)
     assert_nothing_complete(out, case)
     fault_log(case.id, "v1", type(err).__name__)
+
+
+@pytest.fixture(scope="module")
+def v1_reference(v1_archive, tmp_path_factory) -> dict[str, bytes]:
+    """The undamaged example patches imported in one task: the output files' bytes."""
+    out = tmp_path_factory.mktemp("fuzz-v1-ref") / "ds"
+    run_import(ImportConfig(archive=str(v1_archive), out=str(out), spark=LOCAL2))
+    return _import_bytes(out)
+
+
+def _import_bytes(out: Path) -> dict[str, bytes]:
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file() and p.name not in ("manifest.json", "import_config.json")}
+
+
+def test_on_error_skip_imports_the_good_v1_patches_and_lists_every_damaged_one(
+        spark, v1_archive, v1_reference, tmp_path, fault_log):
+    # Every patch case damages its own clone of a good patch, in one archive with the six good
+    # ones; the non-UTF-8 archive name is no patch's fault (it fails under skip as well).
+    ctx = f"[fuzz seed {SEED}, v1 archive, on_error skip]"
+    archive = tmp_path / "archive"
+    shutil.copytree(v1_archive, archive)
+    damaged = {}
+    for case in CASES:
+        if case.target == "v1" and case.fault != "non_utf8_archive":
+            rng = random.Random(f"{SEED}/{case.id}")
+            src = rng.choice(sorted(p for p in v1_archive.iterdir() if p.is_dir()))
+            clone = clone_v1_patch(src, archive, case.n)
+            damaged[clone.name] = (case, damage_v1_patch(case, clone, rng))
+    out = tmp_path / "ds"
+    manifest = run_import(ImportConfig(archive=str(archive), out=str(out), on_error="skip",
+                                       patches_per_task=1000))
+    assert (out / "_SUCCESS").exists(), ctx
+    failures = {f["patch_id"]: f for f in manifest["failures"]}
+    assert failures.keys() == damaged.keys(), f"{ctx} damaged {sorted(damaged)}, listed {sorted(failures)}"
+    assert manifest["counts"]["patches_failed"] == len(damaged), ctx
+    for name, (case, needles) in damaged.items():
+        f = failures[name]
+        assert any(n in f["message"] for n in needles) and FIX.search(f["message"]), (
+            f"{case.ctx()} not listed naming {needles} and the fix: {f}")
+        assert f["error_type"] in ("CorruptRasterError", "PatchMissingError", "PatchMetadataError"), (
+            f"{case.ctx()} {f}")
+    # The good patches: byte-identical to an undisturbed import (0 bytes lost).
+    got = _import_bytes(out)
+    lost = sum(len(v) for k, v in v1_reference.items() if got.get(k) != v)
+    assert got.keys() == v1_reference.keys() and lost == 0, f"{ctx} {lost} bytes lost"
+    assert json.loads((out / "manifest.json").read_text())["failures"] == manifest["failures"], ctx
+    fault_log("skip-v1", "skip", "ok", survived_cases=len(damaged), bytes_lost=lost)
 
 
 # --- config files ------------------------------------------------------------------------------

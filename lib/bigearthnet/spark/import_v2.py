@@ -11,7 +11,6 @@ driver merges the parts like ``build`` and names every broken, extra and exclude
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections import Counter
 from pathlib import Path
@@ -26,42 +25,18 @@ from bigearthnet.dataset.schema import IMPORTED_V2_PATCH_SCHEMA
 from bigearthnet.errors import EmptyInputError, error_from_name
 from bigearthnet.spark.session import get_session
 from bigearthnet.spark.tasks import first_failure, run_indexed_tasks
-from bigearthnet.stages.archive import job_paths
-from bigearthnet.stages.finish import FORMAT, finish_labeled, package_versions, seal_staging
-from bigearthnet.stages.v2_archive import (
+from bigearthnet.stages.archive import (
+    ARCHIVE_SUMMARY_FIELDS,
     BROKEN_KINDS,
-    COUNT_KEYS,
-    V2_SUMMARY_FIELDS,
-    WARNING_KINDS,
-    import_chunk,
-    plan_import,
+    archive_report,
+    failure_counts,
+    failures_of,
+    job_paths,
 )
+from bigearthnet.stages.finish import FORMAT, finish_labeled, package_versions, seal_staging
+from bigearthnet.stages.v2_archive import COUNT_KEYS, WARNING_KINDS, import_chunk, plan_import
 
 __all__ = ["ImportV2Config", "run_import_v2"]
-log = logging.getLogger(__name__)
-
-SHOWN = 5
-"""Names of each kind of problem shown in a log line (the manifest names them all)."""
-
-
-def _report(problems: list[dict], n_listed: int, excluded_file: str) -> dict:
-    """The manifest's ``archive`` section: counts and names by kind; logs one warning per kind."""
-    by_kind: dict[str, list[dict]] = {k: [] for k in (*BROKEN_KINDS, *WARNING_KINDS)}
-    for p in sorted(problems, key=lambda p: (p["kind"], p["patch_id"])):
-        by_kind.setdefault(p["kind"], []).append(p)
-    for kind, items in by_kind.items():
-        if items:
-            names = ", ".join(p["patch_id"] for p in items[:SHOWN])
-            more = f" and {len(items) - SHOWN} more" if len(items) > SHOWN else ""
-            log.warning("import-v2: %d %s: %s%s (all named in manifest.json)", len(items),
-                        kind.replace("_", " "), names, more)
-    return {
-        "patches_listed": n_listed,
-        "excluded_list": excluded_file,
-        "problem_counts": {k: len(v) for k, v in by_kind.items()},
-        "problems": {k: [p["patch_id"] for p in v] for k, v in by_kind.items()},
-    }
-
 
 def run_import_v2(cfg: ImportV2Config) -> dict:
     """Convert a reBEN archive; return the manifest.
@@ -100,17 +75,17 @@ def run_import_v2(cfg: ImportV2Config) -> dict:
             return import_chunk(task_id, archive_str, plan_str, Path(staging_str),
                                 ImportV2Config.model_validate_json(cfg_json))
 
-        run = run_indexed_tasks(spark, n_tasks, task, V2_SUMMARY_FIELDS, failure_dir=staged.failures)
+        run = run_indexed_tasks(spark, n_tasks, task, ARCHIVE_SUMMARY_FIELDS,
+                                failure_dir=staged.failures)
         summaries = run.rows
         failed = [s for s in summaries if s["status"] != "ok"]
         if failed:
             raise first_failure(failed, n_tasks, "chunks")
         problems = plan.problems + [p for s in summaries for p in json.loads(s["problems"] or "[]")]
-        report = _report(problems, plan.n_listed, layout.excluded.name)
+        report = archive_report("import-v2", problems, plan.n_listed, (*BROKEN_KINDS, *WARNING_KINDS))
+        report["excluded_list"] = layout.excluded.name
         kinds = Counter(p["kind"] for p in problems)
-        failures = sorted(({k: p[k] for k in ("patch_id", "kind", "error_type", "message")}
-                           for p in problems if p["kind"] in BROKEN_KINDS),
-                          key=lambda p: p["patch_id"])
+        failures = failures_of(problems)
         manifest = {
             "format": FORMAT, "source": "reben-import",
             "config": json.loads(cfg.model_dump_json()) | {"split": "metadata", "reference_maps": True},
@@ -118,8 +93,8 @@ def run_import_v2(cfg: ImportV2Config) -> dict:
             "counts": {
                 "products": 0, "products_failed": 0,
                 "patches_listed": plan.n_listed,
-                "patches_failed": len(failures),
-                **{COUNT_KEYS[k]: kinds.get(k, 0) for k in (*BROKEN_KINDS, *WARNING_KINDS)},
+                **failure_counts(failures),
+                **{COUNT_KEYS[k]: kinds.get(k, 0) for k in WARNING_KINDS},
                 "patches_cut": sum(s["n_patches"] for s in summaries),
                 "patches_with_nodata": sum(s["n_nodata"] for s in summaries),
                 "v1_name_collisions": 0, "task_attempts_retried": run.failed_attempts,

@@ -9,9 +9,12 @@ from; both hand a list of read patches (dicts) to :func:`archive_columns` and
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -26,6 +29,7 @@ from bigearthnet.dataset.layout import DatasetLayout
 from bigearthnet.dataset.schema import BANDS_10M, BANDS_20M, BANDS_60M, encode_tensor
 from bigearthnet.dataset.stats import BandHistograms
 from bigearthnet.errors import (
+    BigEarthNetError,
     CorruptRasterError,
     InputNotFoundError,
     PatchMissingError,
@@ -34,6 +38,7 @@ from bigearthnet.errors import (
 )
 from bigearthnet.sentinel2.bands import GROUPS
 from bigearthnet.stages.write import (
+    SUMMARY_FIELDS,
     SplitWriters,
     finish_summary,
     metadata_rows,
@@ -47,6 +52,107 @@ IMPORT_ROW_GROUP = 128
 _ORDER_19 = {n: i for i, n in enumerate(LABELS_19)}
 
 _FIX = "re-download the archive, or restore the file from a good copy"
+
+log = logging.getLogger(__name__)
+
+ARCHIVE_SUMMARY_FIELDS = SUMMARY_FIELDS + (("problems", "string"),)
+"""An import task's summary row: the build's, plus the JSON list of the problems it found."""
+
+PROBLEM_KINDS: dict[str, str] = {
+    "PatchMissingError": "missing",
+    "RasterFormatError": "wrong_size",
+    "CorruptRasterError": "unreadable",
+    "GeoreferenceMismatchError": "georeference",
+    "UnknownClcCodeError": "bad_reference_map",
+    "ArchiveMetadataError": "bad_metadata",
+    "PatchMetadataError": "bad_metadata",
+    "UnknownLabelError": "bad_metadata",
+    "ProductNameError": "bad_metadata",
+}
+"""Error type -> the kind of broken patch it is counted as (``patches_<kind>`` in the manifest)."""
+
+BROKEN_KINDS: tuple[str, ...] = tuple(dict.fromkeys(PROBLEM_KINDS.values()))
+"""Broken patches: not imported; an error under ``on_error: fail``."""
+
+SHOWN = 5
+"""Names of each kind of problem shown in a log line (the manifest names them all)."""
+
+
+def problem(patch_id: str, kind: str, message: str, error_type: str | None = None) -> dict:
+    """One named problem of an archive (a broken patch, an extra folder or file, an exclusion)."""
+    return {"patch_id": patch_id, "kind": kind, "error_type": error_type, "message": message}
+
+
+def problem_of(patch_id: str, exc: BigEarthNetError) -> dict:
+    """The problem record of a broken patch."""
+    name = type(exc).__name__
+    return problem(patch_id, PROBLEM_KINDS.get(name, "broken"), str(exc), name)
+
+
+def read_patches(items: list, read: Callable[[Any], Any], patch_id: Callable[[Any], str],
+                 on_error: str) -> tuple[list[tuple[Any, Any]], list[dict]]:
+    """Read each item of a task's work list, leaving the broken ones out under ``on_error: skip``.
+
+    Args:
+        items: the work list (plan rows, patch folders).
+        read: reads one item; raises a :class:`~bigearthnet.errors.BigEarthNetError` when the
+            patch is broken.
+        patch_id: the name of an item's patch in problem records.
+        on_error: ``fail`` or ``skip``.
+
+    Returns:
+        ``(item, read(item))`` of the sound items in order, and a :func:`problem_of` record per
+        broken one.
+
+    Raises:
+        BigEarthNetError: the first broken patch's error, under ``on_error: fail``.
+    """
+    done, problems = [], []
+    for item in items:
+        try:
+            done.append((item, read(item)))
+        except BigEarthNetError as exc:
+            if on_error == "fail":
+                raise
+            problems.append(problem_of(patch_id(item), exc))
+    return done, problems
+
+
+def failures_of(problems: list[dict]) -> list[dict]:
+    """The manifest's ``failures``: the broken patches among ``problems``, sorted by patch id."""
+    return sorted(({k: p[k] for k in ("patch_id", "kind", "error_type", "message")}
+                   for p in problems if p["kind"] in BROKEN_KINDS), key=lambda p: p["patch_id"])
+
+
+def failure_counts(failures: list[dict]) -> dict[str, int]:
+    """The manifest's counts of broken patches: ``patches_failed`` and ``patches_<kind>``."""
+    kinds = Counter(f["kind"] for f in failures)
+    return {"patches_failed": len(failures), **{f"patches_{k}": kinds[k] for k in BROKEN_KINDS}}
+
+
+def archive_report(job: str, problems: list[dict], n_listed: int, kinds: tuple[str, ...]) -> dict:
+    """The manifest's ``archive`` section: counts and names by kind; logs one warning per kind.
+
+    Args:
+        job: the command, for the log (``import-v1``).
+        problems: :func:`problem` records.
+        n_listed: the patches the archive lists.
+        kinds: the kinds always counted (0 when none).
+    """
+    by_kind: dict[str, list[dict]] = {k: [] for k in kinds}
+    for p in sorted(problems, key=lambda p: (p["kind"], p["patch_id"])):
+        by_kind.setdefault(p["kind"], []).append(p)
+    for kind, items in by_kind.items():
+        if items:
+            names = ", ".join(p["patch_id"] for p in items[:SHOWN])
+            more = f" and {len(items) - SHOWN} more" if len(items) > SHOWN else ""
+            log.warning("%s: %d %s: %s%s (all named in manifest.json)", job, len(items),
+                        kind.replace("_", " "), names, more)
+    return {
+        "patches_listed": n_listed,
+        "problem_counts": {k: len(v) for k, v in by_kind.items()},
+        "problems": {k: [p["patch_id"] for p in v] for k, v in by_kind.items()},
+    }
 
 
 def local_only(*paths: str) -> None:
@@ -155,7 +261,7 @@ def archive_columns(patches: list[dict]) -> dict[str, pa.Array]:
     }
     has_nodata = np.zeros(n, dtype=bool)
     for arr in tensors.values():
-        has_nodata |= (arr.reshape(n, -1) == 0).any(axis=1)
+        has_nodata |= (arr == 0).any(axis=(1, 2, 3))  # also for a chunk of no sound patch
     boxes = shapely.box(*np.array([p["bounds"] for p in patches]).T) if n else []
     return {
         "patch_id": pa.array([p["patch_id"] for p in patches], pa.string()),

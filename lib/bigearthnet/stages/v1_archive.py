@@ -3,7 +3,8 @@
 
 A BigEarthNet-S2 v1.0 patch folder holds 12 GeoTIFFs and ``*_labels_metadata.json``.
 :func:`import_chunk` is one task of ``bigearthnet import-v1`` (run by
-:mod:`bigearthnet.spark.import_v1`).
+:mod:`bigearthnet.spark.import_v1`); under ``on_error: skip`` it leaves broken patch folders out
+and names them, like import-v2 (:func:`bigearthnet.stages.archive.read_patches`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pyarrow as pa
 from pyproj import CRS
+from pyproj.exceptions import CRSError
 
 from bigearthnet.clc.nomenclature import CLC_CLASSES, LABELS_43
 from bigearthnet.config import ImportConfig
@@ -25,7 +27,7 @@ from bigearthnet.dataset.layout import DatasetLayout
 from bigearthnet.dataset.schema import IMPORTED_PATCH_SCHEMA
 from bigearthnet.errors import BigEarthNetError, PatchMetadataError, UnknownLabelError
 from bigearthnet.sentinel2.bands import BAND_NAMES
-from bigearthnet.stages.archive import archive_columns, read_band_groups, write_chunk
+from bigearthnet.stages.archive import archive_columns, read_band_groups, read_patches, write_chunk
 from bigearthnet.stages.screen import ExclusionLists
 from bigearthnet.stages.split import SplitRule
 from bigearthnet.stages.write import SplitWriters, new_summary, peak_rss_mb
@@ -69,6 +71,9 @@ def read_patch(folder: Path) -> dict:
     except (OSError, json.JSONDecodeError) as exc:
         raise PatchMetadataError(f"patch {name}: {meta_path} cannot be read ({exc}); re-download "
                                  "the archive, or restore the file") from exc
+    if not isinstance(meta, dict):
+        raise PatchMetadataError(f"patch {name}: {meta_path} holds no JSON object; re-download "
+                                 "the archive, or restore the file")
     groups, _ = read_band_groups(name, {b: V1Layout.band_path(folder, b) for b in BAND_NAMES})
     labels = list(meta.get("labels") or [])
     unknown = [lab for lab in labels if lab not in _ORDER_43]
@@ -83,11 +88,13 @@ def read_patch(folder: Path) -> dict:
         epsg = CRS.from_wkt(meta["projection"]).to_epsg()
         source = str(meta["tile_source"])
         when = datetime.strptime(meta["acquisition_date"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise PatchMetadataError(f"patch {name}: {meta_path} lacks or garbles {exc}") from exc
+    except (KeyError, TypeError, ValueError, CRSError) as exc:
+        raise PatchMetadataError(f"patch {name}: {meta_path} lacks or garbles {exc}; re-download "
+                                 "the archive, or restore the file") from exc
     parts = source.removesuffix(".SAFE").split("_")
     if len(parts) < 6:
-        raise PatchMetadataError(f"patch {name}: {meta_path} tile_source {source!r} is not a product name")
+        raise PatchMetadataError(f"patch {name}: {meta_path} tile_source {source!r} is not a product "
+                                 "name; re-download the archive, or restore the file")
     orbit, tile = parts[4], parts[5]
     mission, datatake, col, row = V1_NAME.match(name).groups()
     labels_43 = sorted(labels, key=_ORDER_43.__getitem__)
@@ -103,16 +110,22 @@ def read_patch(folder: Path) -> dict:
 def import_chunk(task_id: int, folders: list[str], staging: Path, cfg: ImportConfig) -> dict:
     """One import task: read a chunk of patch folders, screen, split and write them.
 
+    A broken patch fails the task under ``on_error: fail``; under ``skip`` it is left out and
+    named (by its folder name) in the summary's ``problems``.
+
     Returns:
-        The task's summary row (``SUMMARY_FIELDS`` of :mod:`bigearthnet.stages.write`).
+        The task's summary row (:data:`~bigearthnet.stages.archive.ARCHIVE_SUMMARY_FIELDS`).
     """
     wall0, cpu0 = time.perf_counter(), time.process_time()
     name = f"part-{task_id:05d}"
     summary = new_summary(task_id, f"chunk-{task_id:05d}")
     layout = DatasetLayout(staging)
     writers = SplitWriters(layout, name, IMPORTED_PATCH_SCHEMA.to_arrow(), cfg.compression)
+    problems: list[dict] = []
     try:
-        patches = [read_patch(Path(f)) for f in folders]
+        done, problems = read_patches(folders, lambda f: read_patch(Path(f)), lambda f: Path(f).name,
+                                      cfg.on_error)
+        patches = [patch for _, patch in done]
         cols = archive_columns(patches)
         names = cols["patch_id_v1"].to_pylist()
         exclusions = ExclusionLists.load(cfg.exclude_lists)
@@ -128,5 +141,5 @@ def import_chunk(task_id: int, folders: list[str], staging: Path, cfg: ImportCon
         writers.abort()
         summary.update(status="failed", error_type=type(exc).__name__, error_message=str(exc))
     summary.update(cpu_s=time.process_time() - cpu0, wall_s=time.perf_counter() - wall0,
-                   peak_rss_mb=peak_rss_mb())
+                   peak_rss_mb=peak_rss_mb(), problems=json.dumps(problems))
     return summary

@@ -53,9 +53,16 @@ from bigearthnet.errors import (
 )
 from bigearthnet.sentinel2.bands import BAND_NAMES
 from bigearthnet.sentinel2.naming import parse_patch_name_v2
-from bigearthnet.stages.archive import archive_columns, read_band_groups, write_chunk
+from bigearthnet.stages.archive import (
+    BROKEN_KINDS,
+    archive_columns,
+    problem,
+    read_band_groups,
+    read_patches,
+    write_chunk,
+)
 from bigearthnet.stages.labels import labels_reben
-from bigearthnet.stages.write import SUMMARY_FIELDS, SplitWriters, new_summary, peak_rss_mb
+from bigearthnet.stages.write import SplitWriters, new_summary, peak_rss_mb
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("patch_id", "labels", "split")
 """The metadata columns an import cannot do without."""
@@ -68,24 +75,6 @@ PLAN_SCHEMA = pa.schema([
 ])
 """The work list the driver hands the tasks (one row group per task): the metadata's columns,
 null where the archive lacks an optional one."""
-
-V2_SUMMARY_FIELDS = SUMMARY_FIELDS + (("problems", "string"),)
-"""A task's summary row: the build's, plus the JSON list of its broken patches and extra files."""
-
-PROBLEM_KINDS: dict[str, str] = {
-    "PatchMissingError": "missing",
-    "RasterFormatError": "wrong_size",
-    "CorruptRasterError": "unreadable",
-    "GeoreferenceMismatchError": "georeference",
-    "UnknownClcCodeError": "bad_reference_map",
-    "ArchiveMetadataError": "bad_metadata",
-    "UnknownLabelError": "bad_metadata",
-    "ProductNameError": "bad_metadata",
-}
-"""Error type -> the kind of broken patch it is counted as (``patches_<kind>`` in the manifest)."""
-
-BROKEN_KINDS: tuple[str, ...] = tuple(dict.fromkeys(PROBLEM_KINDS.values()))
-"""Broken patches: not imported; an error under ``on_error: fail``."""
 
 WARNING_KINDS: tuple[str, ...] = ("extra_on_disk", "extra_file", "excluded_snow_cloud")
 """Not errors: folders and files the metadata does not list (not imported, or ignored), and the
@@ -100,17 +89,6 @@ COUNT_KEYS: dict[str, str] = {
 
 _INDEX_19 = {n: i for i, n in enumerate(LABELS_19)}
 _INDEX_43 = {n: i for i, n in enumerate(LABELS_43)}
-
-
-def problem(patch_id: str, kind: str, message: str, error_type: str | None = None) -> dict:
-    """One named problem of an archive (a broken patch, an extra folder or file, an exclusion)."""
-    return {"patch_id": patch_id, "kind": kind, "error_type": error_type, "message": message}
-
-
-def problem_of(patch_id: str, exc: BigEarthNetError) -> dict:
-    """The problem record of a broken patch."""
-    name = type(exc).__name__
-    return problem(patch_id, PROBLEM_KINDS.get(name, "broken"), str(exc), name)
 
 
 def read_metadata(path: Path) -> pa.Table:
@@ -342,22 +320,14 @@ def read_patch(layout: RebenLayout, row: dict) -> tuple[dict, list[str]]:
 def _read_rows(layout: RebenLayout, rows: list[dict], on_error: str) -> tuple[list, list, list]:
     """Read the patches of plan rows: (patches, their rows, problems). A broken patch raises
     under ``on_error: fail``, else it becomes a problem record."""
-    patches, kept_rows, problems = [], [], []
     with rasterio.Env():  # one GDAL environment for the ~13 opens per patch
-        for row in rows:
-            try:
-                patch, extra = read_patch(layout, row)
-            except BigEarthNetError as exc:
-                if on_error == "fail":
-                    raise
-                problems.append(problem_of(row["patch_id"], exc))
-                continue
-            problems.extend(problem(row["patch_id"], "extra_file",
-                                    f"{layout.patch_dir(row['patch_id']) / f} is not a band file "
-                                    "of the patch; ignored") for f in extra)
-            patches.append(patch)
-            kept_rows.append(row)
-    return patches, kept_rows, problems
+        done, problems = read_patches(rows, lambda row: read_patch(layout, row),
+                                      lambda row: row["patch_id"], on_error)
+    for row, (_, extra) in done:
+        problems.extend(problem(row["patch_id"], "extra_file",
+                                f"{layout.patch_dir(row['patch_id']) / f} is not a band file "
+                                "of the patch; ignored") for f in extra)
+    return [patch for _, (patch, _) in done], [row for row, _ in done], problems
 
 
 def import_chunk(task_id: int, archive: str, plan_path: str, staging: Path,
@@ -368,7 +338,7 @@ def import_chunk(task_id: int, archive: str, plan_path: str, staging: Path,
     named in the summary's ``problems``, like the extra files found in patch folders.
 
     Returns:
-        The task's summary row (:data:`V2_SUMMARY_FIELDS`).
+        The task's summary row (:data:`~bigearthnet.stages.archive.ARCHIVE_SUMMARY_FIELDS`).
     """
     wall0, cpu0 = time.perf_counter(), time.process_time()
     name = f"part-{task_id:05d}"
