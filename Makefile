@@ -37,7 +37,9 @@ RELIABILITY_TESTS := tests/faults tests/spark/test_faults.py tests/spark/test_fa
 	tests/train/test_trainer_loss.py tests/spark/test_trainer_loss_cluster.py \
 	tests/train/test_loop.py::test_resume_after_kill_matches_uninterrupted \
 	tests/spark/test_bad_input.py tests/spark/test_label_engines.py::test_bad_clc_gives_the_same_named_error \
-	tests/spark/test_import_v1.py
+	tests/spark/test_import_v1.py tests/s3/test_s3_build.py::test_first_failure_on_s3_commits_nothing \
+	tests/s3/test_s3_io.py::test_a_task_that_outlives_an_aborted_run_removes_its_uploads \
+	tests/s3/test_s3_build.py::test_killed_s3_build_leaves_nothing_readers_accept_and_the_rerun_completes
 reliability: setup
 	@mkdir -p build/reliability
 	-BIGEARTHNET_FAULTS_SUMMARY=$(abspath build/reliability/faults_summary.json) \
