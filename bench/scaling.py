@@ -81,6 +81,7 @@ BUILD = SPARK_TEARDOWN + textwrap.dedent("""
     shutil.rmtree(out)
     jvm_rc = _stop_spark_and_reap_jvm()
     print(json.dumps({{"n": len(ps), "task_cpu_s": sum(p["cpu_s"] for p in ps),
+                      "task_cpu_each_s": [round(p["cpu_s"], 3) for p in ps],
                       "task_wall_s": [p["wall_s"] for p in ps],
                       "task_peak_rss_mb": max(p["peak_rss_mb"] for p in ps),
                       "patches": sum(p["n_patches"] for p in ps),
@@ -89,7 +90,50 @@ BUILD = SPARK_TEARDOWN + textwrap.dedent("""
 """)
 
 
-def main(reps: int = 2, sizes: tuple[int, ...] = SIZES) -> dict:
+NOISE = textwrap.dedent("""
+    import json, time
+    import numpy as np, rasterio
+    cpu0 = time.process_time()
+    for band in ("B02", "B03", "B04", "B08"):
+        with rasterio.open(f"{folder}/{{band}}.tif") as src:
+            float(src.read(1).astype(np.float32).sum())
+    print(json.dumps({{"cpu_s": time.process_time() - cpu0}}))
+""")
+
+
+def noise_floor(reps: int = 8) -> dict:
+    """The CPU time of one fixed single-threaded workload (decode four 10 m COG bands of the base
+    product and sum them), ``reps`` times, each in a fresh interpreter: how much this machine's
+    CPU-time figures vary for identical work (the floor under any spread the sizes show)."""
+    import subprocess
+    import sys
+
+    folder = scaling_products(1) / "1" / product_name(DATES[0])
+    code = NOISE.format(folder=str(folder))
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)  # page cache
+    runs = [json.loads(subprocess.run([sys.executable, "-c", code], check=True,
+                                      capture_output=True, text=True).stdout)["cpu_s"]
+            for _ in range(reps)]
+    doc = spread(runs, 3)
+    doc["spread"] = round(doc["max"] / doc["min"] - 1, 4)
+    return doc
+
+
+def add_noise_floor(reps: int = 8) -> dict:
+    """Measure :func:`noise_floor` and add it (and the per-task figures) to an existing
+    bench/results/scaling.json that was written without them."""
+    from common import RESULTS
+
+    doc = json.loads((RESULTS / "scaling.json").read_text())
+    doc.pop("machine", None)
+    for v in doc["sizes"].values():
+        v["task_cpu_all_tasks_s"] = spread([x for r in v["task_cpu_each_s"] for x in r], 3)
+    doc["noise_floor_cpu_s"] = noise_floor(reps)
+    write_result("scaling", doc)
+    return doc
+
+
+def main(reps: int = 5, sizes: tuple[int, ...] = SIZES) -> dict:
     """Build each size ``reps`` times (interleaved) and write bench/results/scaling.json."""
     root = scaling_products(max(sizes))
     runs: dict[int, list[dict]] = {n: [] for n in sizes}
@@ -104,6 +148,7 @@ def main(reps: int = 2, sizes: tuple[int, ...] = SIZES) -> dict:
                   f"({r['tree_cpu_s'] / n:.1f} s/product), wall {r['tree_wall_s']:.1f} s", flush=True)
             write_result("scaling", summarize(runs, reps))
     doc = summarize(runs, reps)
+    doc["noise_floor_cpu_s"] = noise_floor()
     write_result("scaling", doc)
     print(json.dumps({k: doc[k] for k in ("per_product_spread", "holds")}))
     return doc
@@ -120,6 +165,9 @@ def summarize(runs: dict[int, list[dict]], reps: int) -> dict:
             "tree_cpu_s": spread([r["tree_cpu_s"] for r in rs], 2),
             "tree_cpu_per_product_s": spread([r["tree_cpu_s"] / n for r in rs], 3),
             "task_cpu_per_product_s": spread([r["task_cpu_s"] / n for r in rs], 3),
+            "task_cpu_each_s": [r.get("task_cpu_each_s") for r in rs],
+            "task_cpu_all_tasks_s": spread([x for r in rs for x in r.get("task_cpu_each_s") or []]
+                                           or [0.0], 3),
             "non_task_cpu_s": spread([r["tree_cpu_s"] - r["task_cpu_s"] for r in rs], 2),
             "wall_s": spread([r["tree_wall_s"] for r in rs], 2),
             "tasks_wall_s": spread([r["tasks_wall_s"] for r in rs], 2),
@@ -197,6 +245,22 @@ def render(doc: dict) -> list[str]:
                        f"task {'holds' if doc['holds']['task'] else 'fails'}). Line fit of tree "
                        f"CPU: {fit['fixed_s']:.1f} s per build + {fit['per_product_s']:.2f} s "
                        "per product.")]
+    if all("task_cpu_all_tasks_s" in v for v in doc["sizes"].values()):
+        per = {n: v["task_cpu_all_tasks_s"] for n, v in doc["sizes"].items()}
+        meds = [v["median"] for v in per.values()]
+        lines += ["", ("CPU of single tasks, over every task of every repetition, median (min–max): "
+                       + "; ".join(f"n = {n}: {_s(v, '{:.2f}')} s ({v['n']} tasks)" for n, v in
+                                   sorted(per.items(), key=lambda kv: int(kv[0])))
+                       + f"; spread of the medians {max(meds) / min(meds) - 1:.1%}.")]
+    if "noise_floor_cpu_s" in doc:
+        nf = doc["noise_floor_cpu_s"]
+        lines += ["", (f"Noise floor of this machine: one fixed single-threaded workload (decode "
+                       f"four 10 m COG bands and sum them), {nf['n']} times in fresh "
+                       f"interpreters, used {_s(nf, '{:.2f}')} s of CPU: max ÷ min − 1 = "
+                       f"**{nf['spread']:.0%}** for identical work, median ÷ min − 1 = "
+                       f"{nf['median'] / nf['min'] - 1:.1%}. Single CPU-time samples here can be "
+                       "off by that much; medians are steadier, but the 10 % criterion sits "
+                       "close to what this machine resolves.")]
     if "marginal_tree_cpu_per_product_s" in doc:
         m = doc["marginal_tree_cpu_per_product_s"]
         lines += ["", ("Marginal tree CPU per product beyond the first, (CPU(n) − CPU(1)) ÷ "
