@@ -121,3 +121,20 @@ def test_fail_names_a_wrong_size_band_found_by_a_task(reben_export, tmp_path, ca
     assert "RasterFormatError" in err and str(layout.band_file(victim, "B09")) in err
     assert "expected (20, 20)" in err
     assert not (tmp_path / "ds").exists()
+
+
+def test_skip_with_every_patch_broken_in_the_tasks_is_an_error(reben_export, tmp_path):
+    """Every patch passes the plan but fails when its task reads it: nothing is committed."""
+    from bigearthnet.errors import EmptyInputError
+
+    root = tmp_path / "reben"
+    shutil.copytree(reben_export, root)
+    layout = RebenLayout(root)
+    ids = sorted(pq.read_table(layout.metadata)["patch_id"].to_pylist())
+    for pid in ids:
+        _rewrite_band_at(layout.band_file(pid, "B05"), 120)
+    with pytest.raises(EmptyInputError, match=f"none of which could be imported \\({len(ids)} "
+                       "broken\\).*B05"):
+        run_import_v2(ImportV2Config(archive=str(root), out=str(tmp_path / "ds"),
+                                     on_error="skip", spark=SPARK))
+    assert not (tmp_path / "ds").exists()

@@ -82,6 +82,12 @@ def run_import_v2(cfg: ImportV2Config) -> dict:
         if failed:
             raise first_failure(failed, n_tasks, "chunks")
         problems = plan.problems + [p for s in summaries for p in json.loads(s["problems"] or "[]")]
+        if sum(s["n_patches"] for s in summaries) == 0:
+            broken = [p for p in problems if p["kind"] in BROKEN_KINDS]
+            first = f" The first: {broken[0]['message']}" if broken else ""
+            raise EmptyInputError(f"{layout.metadata} lists {plan.n_listed} patch(es), none of "
+                                  f"which could be imported ({len(broken)} broken); nothing to "
+                                  f"import.{first}")
         report = archive_report("import-v2", problems, plan.n_listed, (*BROKEN_KINDS, *WARNING_KINDS))
         report["excluded_list"] = layout.excluded.name
         kinds = Counter(p["kind"] for p in problems)
