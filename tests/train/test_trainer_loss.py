@@ -116,8 +116,11 @@ def test_a_hung_rank_fails_the_job_after_dist_timeout_s(learnable, tmp_path):
     assert victim.returncode != 0
     named = [line for line in output.splitlines() if line.startswith("error: ")]
     assert named and named[0].startswith(
-        "error: DistributedTrainingError: rank 0 of 2 failed with RuntimeError"), output[-3000:]
+        f"error: DistributedTrainingError: DDP training with 2 processes into {run} failed: "
+        "rank 0 of 2 failed with RuntimeError"), output[-3000:]
     assert f"Timed out waiting {timeout_s * 1000}ms" in named[0], named[0]
+    assert f"{run} keeps the checkpoint of every finished epoch" in named[0]
+    assert "--resume" in named[0]
     # It was the timeout that ended the wait: not earlier, and not much later (plus the
     # launcher's SIGTERM and SIGKILL grace for the stopped rank).
     assert timeout_s * 0.9 <= failed_after_s <= timeout_s + 30, failed_after_s

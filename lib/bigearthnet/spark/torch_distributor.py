@@ -17,7 +17,6 @@ run folder; ``--resume`` continues from the last checkpoint
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,7 +24,7 @@ import torch
 from bigearthnet.config import SparkConfig
 from bigearthnet.errors import BigEarthNetError, DistributedTrainingError
 from bigearthnet.spark.session import get_session
-from bigearthnet.train.checkpoint import LAST, checkpoint_path
+from bigearthnet.train.checkpoint import resume_hint
 from bigearthnet.train.config import TrainConfig
 from bigearthnet.train.distributed import raise_from_marker
 from bigearthnet.train.loop import train_worker
@@ -69,12 +68,7 @@ def run_torch_distributor(cfg: TrainConfig, spark: Any = None) -> dict[str, Any]
         raise
     except Exception as exc:
         raise_from_marker(str(exc), exc)
-        if checkpoint_path(Path(cfg.out), LAST).is_file():
-            todo = (f"{cfg.out} keeps the checkpoint of every finished epoch: run the same "
-                    "command with --resume to continue it")
-        else:
-            todo = (f"no epoch finished, so {cfg.out} holds no checkpoint: run the same command "
-                    "again with --overwrite")
+        todo = resume_hint(cfg.out)
         raise DistributedTrainingError(
             f"TorchDistributor training with {cfg.nproc} processes into {cfg.out} failed: "
             f"{_first_cause(exc)}. Spark does not re-run a failed barrier stage: the job stopped "

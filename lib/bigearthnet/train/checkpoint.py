@@ -51,6 +51,7 @@ __all__ = [
     "checkpoint_path",
     "get_rng_state",
     "load_checkpoint",
+    "resume_hint",
     "save_checkpoint",
     "set_rng_state",
 ]
@@ -75,6 +76,15 @@ def checkpoint_path(run_dir: str | os.PathLike[str], which: str = LAST) -> Path:
     """
     name = which if which.endswith(".pt") else f"{which}.pt"
     return Path(run_dir) / CHECKPOINT_DIR / name
+
+
+def resume_hint(run_dir: str | os.PathLike[str]) -> str:
+    """What to do after a failed training run: resume from its last checkpoint, or start over."""
+    if checkpoint_path(run_dir, LAST).is_file():
+        return (f"{run_dir} keeps the checkpoint of every finished epoch: run the same command "
+                "with --resume to continue it")
+    return (f"no epoch finished, so {run_dir} holds no checkpoint: run the same command again "
+            "with --overwrite")
 
 
 def get_rng_state() -> dict[str, Any]:

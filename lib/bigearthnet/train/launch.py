@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from bigearthnet.errors import ERROR_TYPES, ConfigError, DistributedTrainingError
+from bigearthnet.train.checkpoint import resume_hint
 from bigearthnet.train.config import TrainConfig
 from bigearthnet.train.distributed import free_port, select_device
 from bigearthnet.train.loop import train_worker
@@ -143,8 +144,15 @@ def run_local_ddp(cfg: TrainConfig) -> dict[str, Any]:
             )
     else:
         threads = max(1, (os.cpu_count() or 1) // cfg.nproc)
-    results = launch_local(train_worker, cfg.nproc, (cfg.model_dump_json(),),
-                           threads_per_proc=threads)
+    try:
+        results = launch_local(train_worker, cfg.nproc, (cfg.model_dump_json(),),
+                               threads_per_proc=threads)
+    except DistributedTrainingError as exc:
+        first, _, trace = str(exc).partition("\n")
+        raise DistributedTrainingError(
+            f"DDP training with {cfg.nproc} processes into {cfg.out} failed: {first}. The other "
+            f"ranks were stopped. {resume_hint(cfg.out)}" + (f"\n{trace}" if trace else "")
+        ) from exc
     return results[0]
 
 
