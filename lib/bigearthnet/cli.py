@@ -77,33 +77,35 @@ def _print_dataset(out: str, manifest: dict) -> None:
     print("  " + ", ".join(f"{k}={v}" for k, v in manifest["counts"].items()))
 
 
+def _import_keys(args: argparse.Namespace) -> dict:
+    """The command-line keys the import commands share."""
+    return {"archive": args.archive_dir, "out": args.out, "on_error": args.on_error,
+            "overwrite": True if args.overwrite else None}
+
+
+def _imported(out: str, manifest: dict) -> int:
+    """Report an import: the dataset, and how many broken patches were skipped."""
+    _print_dataset(out, manifest)
+    if manifest["failures"]:
+        print(f"  {len(manifest['failures'])} broken patch(es) skipped; all named in manifest.json")
+    return 0
+
+
 def _cmd_import_v1(args: argparse.Namespace) -> int:
     from bigearthnet.config import ImportConfig
     from bigearthnet.spark.import_v1 import run_import
 
-    cfg = _job_config(ImportConfig, args, {
-        "archive": args.archive_dir, "out": args.out, "on_error": args.on_error,
-        "splits_dir": args.splits_dir, "exclude_lists": args.exclude_lists,
-        "overwrite": True if args.overwrite else None})
-    manifest = run_import(cfg)
-    _print_dataset(cfg.out, manifest)
-    if manifest["failures"]:
-        print(f"  {len(manifest['failures'])} broken patch(es) skipped; all named in manifest.json")
-    return 0
+    cfg = _job_config(ImportConfig, args, _import_keys(args) | {
+        "splits_dir": args.splits_dir, "exclude_lists": args.exclude_lists})
+    return _imported(cfg.out, run_import(cfg))
 
 
 def _cmd_import_v2(args: argparse.Namespace) -> int:
     from bigearthnet.config import ImportV2Config
     from bigearthnet.spark.import_v2 import run_import_v2
 
-    cfg = _job_config(ImportV2Config, args, {
-        "archive": args.archive_dir, "out": args.out, "on_error": args.on_error,
-        "overwrite": True if args.overwrite else None})
-    manifest = run_import_v2(cfg)
-    _print_dataset(cfg.out, manifest)
-    if manifest["failures"]:
-        print(f"  {len(manifest['failures'])} broken patch(es) skipped; all named in manifest.json")
-    return 0
+    cfg = _job_config(ImportV2Config, args, _import_keys(args))
+    return _imported(cfg.out, run_import_v2(cfg))
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -210,6 +212,19 @@ def _choices(model: type, key: str) -> list[str]:
     return list(typing.get_args(model.model_fields[key].annotation))
 
 
+def _add_on_error(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--on-error", choices=["fail", "skip"],
+                   help="fail (default): stop at the first broken patch; skip: import the rest "
+                        "and name every broken patch in manifest.json")
+
+
+def _add_job_options(p: argparse.ArgumentParser, config_model: str) -> None:
+    """``--config``, ``--master`` and ``--overwrite`` of a Spark job command."""
+    p.add_argument("--config", help=f"YAML file with {config_model} keys")
+    p.add_argument("--master", help="Spark master URL")
+    p.add_argument("--overwrite", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used to document the CLI)."""
     from bigearthnet.config import BuildConfig
@@ -253,34 +268,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("import-v1", help="convert a BigEarthNet-S2 v1.0 folder archive to Parquet")
     p.add_argument("archive_dir")
     p.add_argument("--out", required=True, help="dataset folder to create")
-    p.add_argument("--on-error", choices=["fail", "skip"],
-                   help="fail (default): stop at the first broken patch; skip: import the rest "
-                        "and name every broken patch in manifest.json")
+    _add_on_error(p)
     p.add_argument("--splits-dir", help="folder with the official train/val/test CSVs")
     p.add_argument("--exclude-lists", nargs="+", metavar="CSV",
                    help="official patches_with_seasonal_snow.csv / patches_with_cloud_and_shadow.csv")
-    p.add_argument("--config", help="YAML file with ImportConfig keys")
-    p.add_argument("--master", help="Spark master URL")
-    p.add_argument("--overwrite", action="store_true")
+    _add_job_options(p, "ImportConfig")
     p.set_defaults(func=_cmd_import_v1)
     p = sub.add_parser("import-v2", help="convert a reBEN (BigEarthNet v2.0) folder archive to Parquet")
     p.add_argument("archive_dir", help="folder with metadata.parquet, BigEarthNet-S2/, Reference_Maps/")
     p.add_argument("--out", required=True, help="dataset folder to create")
-    p.add_argument("--on-error", choices=["fail", "skip"],
-                   help="fail (default): stop at the first broken patch; skip: import the rest "
-                        "and name every broken patch in manifest.json")
-    p.add_argument("--config", help="YAML file with ImportV2Config keys")
-    p.add_argument("--master", help="Spark master URL")
-    p.add_argument("--overwrite", action="store_true")
+    _add_on_error(p)
+    _add_job_options(p, "ImportV2Config")
     p.set_defaults(func=_cmd_import_v2)
     p = sub.add_parser("export", help="write a dataset in the reBEN or v1 folder layout (GeoTIFFs)")
     p.add_argument("dataset", help="dataset folder written by build / import-v1 / import-v2")
     p.add_argument("--format", required=True, choices=["reben", "v1"],
                    help="reben: BigEarthNet v2.0 (TorchGeo BigEarthNetV2); v1: BigEarthNet-S2 v1.0")
     p.add_argument("--out", required=True, help="folder to create")
-    p.add_argument("--config", help="YAML file with ExportConfig keys")
-    p.add_argument("--master", help="Spark master URL")
-    p.add_argument("--overwrite", action="store_true")
+    _add_job_options(p, "ExportConfig")
     p.set_defaults(func=_cmd_export)
     p = sub.add_parser("train", help="train S-CNN-RGB, S-CNN-All or the Inception baseline")
     p.add_argument("--dataset", help="dataset folder written by build / import-v1")

@@ -32,7 +32,7 @@ from bigearthnet.errors import (
 )
 from bigearthnet.sentinel2 import checksums
 from bigearthnet.sentinel2.bands import BANDS, SCL, STAC_ASSET_ALIASES
-from bigearthnet.sentinel2.naming import parse_product_name
+from bigearthnet.sentinel2.naming import ProductName, parse_product_name
 from bigearthnet.storage import ObjectStore, S3Uri, is_s3_uri
 
 ALL_LAYERS: tuple[str, ...] = tuple(b.name for b in BANDS) + (SCL.name,)
@@ -148,6 +148,40 @@ def _href_to_gdal(href: str, item_path: Path) -> str:
     return str(p if p.is_absolute() else (item_path.parent / p).resolve())
 
 
+def _stac_assets(item: dict, where: str) -> tuple[ProductName, list[tuple[str, str, dict, str]]]:
+    """The product name of a STAC item and ``(layer, asset key, asset, href)`` of each layer.
+
+    Args:
+        item: the item's JSON.
+        where: the item's path or URI, for messages.
+
+    Raises:
+        ProductNameError, StacItemError, MissingBandError: see :func:`resolve_stac_item`.
+    """
+    props = item.get("properties") or {}
+    raw_name = props.get("s2:product_uri") or item.get("id") or ""
+    name = parse_product_name(str(raw_name), source=where)
+    assets = item.get("assets")
+    if not isinstance(assets, dict):
+        raise StacItemError(f"STAC item {where} (product {name.name}) has no 'assets' mapping; "
+                            "fix the item or re-download it")
+    found = []
+    for layer in ALL_LAYERS:
+        key = next((k for k in STAC_ASSET_ALIASES[layer] if k in assets), None)
+        if key is None:
+            raise MissingBandError(
+                f"product {name.name}: STAC item {where} has no asset for band {layer} "
+                f"(looked for keys {', '.join(STAC_ASSET_ALIASES[layer])}); fix the item or "
+                "re-download the product"
+            )
+        href = assets[key].get("href") if isinstance(assets[key], dict) else None
+        if not href:
+            raise StacItemError(f"STAC item {where}: asset {key} has no href; fix the item or "
+                                "re-download the product")
+        found.append((layer, key, assets[key], href))
+    return name, found
+
+
 def resolve_stac_item(path: Path, item: dict | None = None) -> ProductSource:
     """Locate the layers of a STAC item with COG assets."""
     if item is None:
@@ -156,27 +190,10 @@ def resolve_stac_item(path: Path, item: dict | None = None) -> ProductSource:
         except (OSError, json.JSONDecodeError) as exc:
             raise StacItemError(f"STAC item {path} cannot be read as JSON ({exc}); re-download "
                                 "it or fix it") from exc
-    props = item.get("properties") or {}
-    raw_name = props.get("s2:product_uri") or item.get("id") or ""
-    name = parse_product_name(str(raw_name), source=str(path))
-    assets = item.get("assets")
-    if not isinstance(assets, dict):
-        raise StacItemError(f"STAC item {path} (product {name.name}) has no 'assets' mapping; "
-                            "fix the item or re-download it")
+    name, found = _stac_assets(item, str(path))
     layers: dict[str, str] = {}
     expected: dict[str, dict] = {}
-    for layer in ALL_LAYERS:
-        key = next((k for k in STAC_ASSET_ALIASES[layer] if k in assets), None)
-        if key is None:
-            raise MissingBandError(
-                f"product {name.name}: STAC item {path} has no asset for band {layer} "
-                f"(looked for keys {', '.join(STAC_ASSET_ALIASES[layer])}); fix the item or "
-                "re-download the product"
-            )
-        href = assets[key].get("href") if isinstance(assets[key], dict) else None
-        if not href:
-            raise StacItemError(f"STAC item {path}: asset {key} has no href; fix the item or "
-                                "re-download the product")
+    for layer, key, asset, href in found:
         gdal_path = _href_to_gdal(href, path)
         if not gdal_path.startswith("/vsi") and not os.path.exists(gdal_path):
             raise MissingBandError(
@@ -184,7 +201,7 @@ def resolve_stac_item(path: Path, item: dict | None = None) -> ProductSource:
                 "does not exist; re-download the product or fix the asset's href"
             )
         layers[layer] = gdal_path
-        checksum = checksums.stac_asset_checksum(assets[key], f"STAC item {path}, asset {key}")
+        checksum = checksums.stac_asset_checksum(asset, f"STAC item {path}, asset {key}")
         if checksum is not None:
             expected[layer] = checksum.to_json()
     return ProductSource(name.name, "stac", str(path), layers, expected,
@@ -401,23 +418,9 @@ def _resolve_s3_stac(store: ObjectStore, uri: S3Uri, base: S3Uri,
         raise StacItemError(f"{uri} is not valid JSON ({exc}); remove it or fix it") from exc
     if not (isinstance(doc, dict) and doc.get("type") == "Feature" and "assets" in doc):
         return None
-    props = doc.get("properties") or {}
-    name = parse_product_name(str(props.get("s2:product_uri") or doc.get("id") or ""),
-                              source=str(uri))
-    assets = doc.get("assets")
-    if not isinstance(assets, dict):
-        raise StacItemError(f"STAC item {uri} (product {name.name}) has no 'assets' mapping")
+    name, found = _stac_assets(doc, str(uri))
     layers: dict[str, str] = {}
-    for layer in ALL_LAYERS:
-        key = next((k for k in STAC_ASSET_ALIASES[layer] if k in assets), None)
-        if key is None:
-            raise MissingBandError(
-                f"product {name.name}: STAC item {uri} has no asset for band {layer} "
-                f"(looked for keys {', '.join(STAC_ASSET_ALIASES[layer])}); fix the item or "
-                "re-download the product")
-        href = assets[key].get("href") if isinstance(assets[key], dict) else None
-        if not href:
-            raise StacItemError(f"STAC item {uri}: asset {key} has no href")
+    for layer, key, _, href in found:
         gdal, target = _s3_href(href, uri)
         if target is not None:
             listed = (target.bucket == base.bucket and target.key.startswith(f"{base.key}/")
@@ -425,10 +428,10 @@ def _resolve_s3_stac(store: ObjectStore, uri: S3Uri, base: S3Uri,
             if not listed and not store.exists(target):
                 raise MissingBandError(
                     f"product {name.name}: band {layer} file {target} (asset {key} of {uri}) "
-                    "does not exist")
+                    "does not exist; re-download the product or fix the asset's href")
         elif not gdal.startswith("/vsi") and not os.path.exists(gdal):
             raise MissingBandError(
                 f"product {name.name}: band {layer} file {gdal} (asset {key} of {uri}) "
-                "does not exist")
+                "does not exist; re-download the product or fix the asset's href")
         layers[layer] = gdal
     return ProductSource(name.name, "stac", str(uri), layers)
