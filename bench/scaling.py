@@ -6,12 +6,18 @@ orbit R080: the STAC item's name fields are rewritten and every COG file is copi
 product has its own files on disk). Identical pixels make the per-product work identical, so
 any change in CPU per product comes from the build, not the data.
 
-Each build is a tiling ``run_build`` (no CLC) on ``local[2]`` in a fresh interpreter, measured
+Cold: each build is a tiling ``run_build`` (no CLC) on ``local[2]`` in a fresh interpreter, measured
 with ``common.run_tree``: process-tree CPU (driver Python, JVM, PySpark daemon and workers;
 the JVM is stopped and reaped before rusage is read), wall, and process-tree peak RSS. Sizes
 are interleaved (1, 2, 4, 8, then 8, 4, 2, 1, ...). Target: tree CPU-seconds per product
 constant within 10 % across 1..8 (max ÷ min of the medians ≤ 1.10); the fixed per-build cost
 (JVM start, session, driver) is reported too, from a least-squares line CPU = a + b·n.
+
+Warm: the same sizes built again in one session that already ran a build, with the process
+tree's CPU taken around each build: the per-product cost without the job's start-up. Two machine
+figures frame the spreads: the noise floor (one fixed workload, repeated) and the contention
+factor (that workload alone vs. two copies at once: a 1-product build runs one task alone, larger
+builds two at once).
 """
 
 from __future__ import annotations
@@ -90,6 +96,106 @@ BUILD = SPARK_TEARDOWN + textwrap.dedent("""
 """)
 
 
+WARM = textwrap.dedent("""
+    import json, os, shutil, tempfile
+    from bigearthnet.config import BuildConfig, SparkConfig
+    from bigearthnet.spark.build import run_build
+    from bigearthnet.spark.session import get_session
+
+    def tree_cpu():
+        # user+sys of this interpreter and every live descendant (JVM, PySpark daemon and its
+        # reused workers), from /proc
+        tick, me, total = os.sysconf("SC_CLK_TCK"), os.getpid(), 0.0
+        parent, cpu = {{}}, {{}}
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                try:
+                    stat = open(f"/proc/{{name}}/stat").read()
+                except OSError:
+                    continue
+                fields = stat[stat.rindex(")") + 2:].split()
+                parent[int(name)] = int(fields[1])
+                cpu[int(name)] = (int(fields[11]) + int(fields[12])) / tick
+        for pid, c in cpu.items():
+            q = pid
+            while q > 1 and q != me:
+                q = parent.get(q, 0)
+            total += c if q == me else 0.0
+        return total
+
+    spark = SparkConfig(master="local[2]")
+    get_session(spark)
+    root = {root!r}
+    run_build(BuildConfig(products=root + "/1", out=tempfile.mkdtemp() + "/w", spark=spark))
+    runs = []
+    for rep in range({reps}):
+        for n in ({sizes!r} if rep % 2 == 0 else {sizes!r}[::-1]):
+            out = tempfile.mkdtemp(prefix="bench-scaling-warm-") + "/ds"
+            before = tree_cpu()
+            m = run_build(BuildConfig(products=f"{{root}}/{{n}}", out=out, spark=spark))
+            runs.append({{"n": n, "rep": rep, "tree_cpu_s": tree_cpu() - before,
+                         "task_cpu_each_s": [round(p["cpu_s"], 3) for p in m["products"]],
+                         "build_wall_s": m["timings_s"]["total_s"]}})
+            shutil.rmtree(out)
+    _stop_spark_and_reap_jvm()
+    print(json.dumps({{"runs": runs}}))
+""")
+
+
+def warm_session(root: Path, reps: int, sizes: tuple[int, ...]) -> dict:
+    """The sizes built again and again in one warm ``local[2]`` session (JVM, session and Python
+    workers started and used by a first 1-product build that is not counted), interleaved:
+    per-product CPU without the fixed cost of starting a job (``session.json`` has that)."""
+    out = run_tree(SPARK_TEARDOWN + WARM.format(root=str(root), reps=reps, sizes=tuple(sizes)))
+    per: dict[str, dict] = {}
+    for n in sizes:
+        rs = [r for r in out["runs"] if r["n"] == n]
+        per[str(n)] = {
+            "tree_cpu_per_product_s": spread([r["tree_cpu_s"] / n for r in rs], 3),
+            "task_cpu_all_tasks_s": spread([x for r in rs for x in r["task_cpu_each_s"]], 3),
+            "build_wall_s": spread([r["build_wall_s"] for r in rs], 2),
+            "task_cpu_each_s": [r["task_cpu_each_s"] for r in rs],
+        }
+    doc: dict = {"reps": reps, "sizes": per}
+    for key in ("tree_cpu_per_product_s", "task_cpu_all_tasks_s"):
+        meds = {n: v[key]["median"] for n, v in per.items()}
+        full = [m for n, m in meds.items() if int(n) >= 2]
+        doc[f"spread_{key}"] = {"all": round(max(meds.values()) / min(meds.values()) - 1, 4),
+                                "n_ge_2": round(max(full) / min(full) - 1, 4)}
+    return doc
+
+
+CONTENTION = textwrap.dedent("""
+    import json, time
+    import numpy as np, rasterio
+    cpu0 = time.process_time()
+    for band in ("B02", "B03", "B04", "B08", "B05", "B06"):
+        with rasterio.open(f"{folder}/{{band}}.tif") as src:
+            float(src.read(1).astype(np.float32).sum())
+    print(json.dumps({{"cpu_s": time.process_time() - cpu0}}))
+""")
+
+
+def contention(reps: int = 6) -> dict:
+    """CPU time of one fixed single-threaded workload run alone, and of each of two copies run at
+    once on the two cores, alternating: how much a busy neighbour core inflates CPU time."""
+    import subprocess
+    import sys
+
+    folder = scaling_products(1) / "1" / product_name(DATES[0])
+    cmd = [sys.executable, "-c", CONTENTION.format(folder=str(folder))]
+    subprocess.run(cmd, check=True, capture_output=True)  # page cache
+    alone, paired = [], []
+    for _ in range(reps):
+        alone.append(json.loads(subprocess.run(cmd, check=True, capture_output=True,
+                                               text=True).stdout)["cpu_s"])
+        procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+        paired += [json.loads(p.communicate()[0])["cpu_s"] for p in procs]
+    doc = {"alone_cpu_s": spread(alone, 3), "paired_cpu_s": spread(paired, 3)}
+    doc["paired_over_alone"] = round(doc["paired_cpu_s"]["median"] / doc["alone_cpu_s"]["median"], 3)
+    return doc
+
+
 NOISE = textwrap.dedent("""
     import json, time
     import numpy as np, rasterio
@@ -149,6 +255,9 @@ def main(reps: int = 5, sizes: tuple[int, ...] = SIZES) -> dict:
             write_result("scaling", summarize(runs, reps))
     doc = summarize(runs, reps)
     doc["noise_floor_cpu_s"] = noise_floor()
+    doc["contention"] = contention()
+    write_result("scaling", doc)
+    doc["warm_session"] = warm_session(root, reps, sizes)
     write_result("scaling", doc)
     print(json.dumps({k: doc[k] for k in ("per_product_spread", "holds")}))
     return doc
@@ -261,6 +370,33 @@ def render(doc: dict) -> list[str]:
                        f"{nf['median'] / nf['min'] - 1:.1%}. Single CPU-time samples here can be "
                        "off by that much; medians are steadier, but the 10 % criterion sits "
                        "close to what this machine resolves.")]
+    if "contention" in doc:
+        c = doc["contention"]
+        lines += ["", (f"Contention on this machine: the same single-threaded workload (decode six "
+                       f"COG bands) used {_s(c['alone_cpu_s'], '{:.2f}')} s of CPU alone and "
+                       f"{_s(c['paired_cpu_s'], '{:.2f}')} s per copy with a second copy on the "
+                       f"other core (median ratio **×{c['paired_over_alone']:.2f}**, "
+                       f"{c['alone_cpu_s']['n']} reps). A build of 1 product runs one task alone; "
+                       "larger builds run two at once.")]
+    if "warm_session" in doc:
+        w = doc["warm_session"]
+        sp_tree, sp_task = w["spread_tree_cpu_per_product_s"], w["spread_task_cpu_all_tasks_s"]
+        lines += ["", (f"**Warm session.** The same builds again, {w['reps']} interleaved "
+                       "repetitions in one `local[2]` session that has already run a build (JVM, "
+                       "session and Python workers up): the build's own CPU per product, without "
+                       "the fixed cost of starting a job (`session.json`). Tree CPU = the "
+                       "session's processes' CPU during the build."),
+                  "",
+                  "| products | tree CPU s / product | task CPU s (every task) | build wall s |",
+                  "|---:|---:|---:|---:|"]
+        for n, v in sorted(w["sizes"].items(), key=lambda kv: int(kv[0])):
+            lines.append(f"| {n} | {_s(v['tree_cpu_per_product_s'], '{:.2f}')} | "
+                         f"{_s(v['task_cpu_all_tasks_s'], '{:.2f}')} | "
+                         f"{_s(v['build_wall_s'])} |")
+        lines += ["", (f"Spread of the medians: tree CPU per product **{sp_tree['all']:.1%}** over "
+                       f"1–8 products, **{sp_tree['n_ge_2']:.1%}** over 2–8 (both cores busy); "
+                       f"task CPU {sp_task['all']:.1%} and {sp_task['n_ge_2']:.1%} (target ≤ "
+                       f"{doc['target_spread']:.0%}).")]
     if "marginal_tree_cpu_per_product_s" in doc:
         m = doc["marginal_tree_cpu_per_product_s"]
         lines += ["", ("Marginal tree CPU per product beyond the first, (CPU(n) − CPU(1)) ÷ "
