@@ -88,6 +88,7 @@ BUILD = SPARK_TEARDOWN + textwrap.dedent("""
     jvm_rc = _stop_spark_and_reap_jvm()
     print(json.dumps({{"n": len(ps), "task_cpu_s": sum(p["cpu_s"] for p in ps),
                       "task_cpu_each_s": [round(p["cpu_s"], 3) for p in ps],
+                      "task_sys_each_s": [round(p["cpu_sys_s"], 3) for p in ps],
                       "task_wall_s": [p["wall_s"] for p in ps],
                       "task_peak_rss_mb": max(p["peak_rss_mb"] for p in ps),
                       "patches": sum(p["n_patches"] for p in ps),
@@ -135,11 +136,22 @@ WARM = textwrap.dedent("""
             m = run_build(BuildConfig(products=f"{{root}}/{{n}}", out=out, spark=spark))
             runs.append({{"n": n, "rep": rep, "tree_cpu_s": tree_cpu() - before,
                          "task_cpu_each_s": [round(p["cpu_s"], 3) for p in m["products"]],
+                         "task_sys_each_s": [round(p["cpu_sys_s"], 3) for p in m["products"]],
                          "build_wall_s": m["timings_s"]["total_s"]}})
             shutil.rmtree(out)
     _stop_spark_and_reap_jvm()
     print(json.dumps({{"runs": runs}}))
 """)
+
+
+def _user_sys(runs: list[dict]) -> dict:
+    """User and system (kernel) CPU over every task of ``runs`` (median, min, max)."""
+    if not runs:
+        return {}
+    cpu = [x for r in runs for x in r["task_cpu_each_s"]]
+    sys_ = [x for r in runs for x in r["task_sys_each_s"]]
+    return {"task_user_all_tasks_s": spread([c - s for c, s in zip(cpu, sys_, strict=True)], 3),
+            "task_sys_all_tasks_s": spread(sys_, 3)}
 
 
 def warm_session(root: Path, reps: int, sizes: tuple[int, ...]) -> dict:
@@ -153,11 +165,12 @@ def warm_session(root: Path, reps: int, sizes: tuple[int, ...]) -> dict:
         per[str(n)] = {
             "tree_cpu_per_product_s": spread([r["tree_cpu_s"] / n for r in rs], 3),
             "task_cpu_all_tasks_s": spread([x for r in rs for x in r["task_cpu_each_s"]], 3),
+            **_user_sys(rs),
             "build_wall_s": spread([r["build_wall_s"] for r in rs], 2),
             "task_cpu_each_s": [r["task_cpu_each_s"] for r in rs],
         }
     doc: dict = {"reps": reps, "sizes": per}
-    for key in ("tree_cpu_per_product_s", "task_cpu_all_tasks_s"):
+    for key in ("tree_cpu_per_product_s", "task_cpu_all_tasks_s", "task_user_all_tasks_s"):
         meds = {n: v[key]["median"] for n, v in per.items()}
         full = [m for n, m in meds.items() if int(n) >= 2]
         doc[f"spread_{key}"] = {"all": round(max(meds.values()) / min(meds.values()) - 1, 4),
@@ -277,6 +290,7 @@ def summarize(runs: dict[int, list[dict]], reps: int) -> dict:
             "task_cpu_each_s": [r.get("task_cpu_each_s") for r in rs],
             "task_cpu_all_tasks_s": spread([x for r in rs for x in r.get("task_cpu_each_s") or []]
                                            or [0.0], 3),
+            **_user_sys([r for r in rs if "task_sys_each_s" in r]),
             "non_task_cpu_s": spread([r["tree_cpu_s"] - r["task_cpu_s"] for r in rs], 2),
             "wall_s": spread([r["tree_wall_s"] for r in rs], 2),
             "tasks_wall_s": spread([r["tasks_wall_s"] for r in rs], 2),
@@ -361,6 +375,17 @@ def render(doc: dict) -> list[str]:
                        + "; ".join(f"n = {n}: {_s(v, '{:.2f}')} s ({v['n']} tasks)" for n, v in
                                    sorted(per.items(), key=lambda kv: int(kv[0])))
                        + f"; spread of the medians {max(meds) / min(meds) - 1:.1%}.")]
+    if all("task_user_all_tasks_s" in v for v in doc["sizes"].values()):
+        user = {n: v["task_user_all_tasks_s"] for n, v in doc["sizes"].items()}
+        sys_ = {n: v["task_sys_all_tasks_s"] for n, v in doc["sizes"].items()}
+        um = [v["median"] for v in user.values()]
+        lines += ["", ("The same tasks split into user CPU (the build's own computation) and "
+                       "system CPU (the kernel: page faults, page cache and file system work for "
+                       "the task's reads and writes), medians: "
+                       + "; ".join(f"n = {n}: user {user[n]['median']:.2f} s, system "
+                                   f"{sys_[n]['median']:.2f} s" for n in
+                                   sorted(user, key=int))
+                       + f". Spread of the user medians **{max(um) / min(um) - 1:.1%}**.")]
     if "noise_floor_cpu_s" in doc:
         nf = doc["noise_floor_cpu_s"]
         lines += ["", (f"Noise floor of this machine: one fixed single-threaded workload (decode "
@@ -387,15 +412,20 @@ def render(doc: dict) -> list[str]:
                        "the fixed cost of starting a job (`session.json`). Tree CPU = the "
                        "session's processes' CPU during the build."),
                   "",
-                  "| products | tree CPU s / product | task CPU s (every task) | build wall s |",
-                  "|---:|---:|---:|---:|"]
+                  ("| products | tree CPU s / product | task CPU s (every task) | task user s | "
+                   "task system s | build wall s |"),
+                  "|---:|---:|---:|---:|---:|---:|"]
         for n, v in sorted(w["sizes"].items(), key=lambda kv: int(kv[0])):
             lines.append(f"| {n} | {_s(v['tree_cpu_per_product_s'], '{:.2f}')} | "
                          f"{_s(v['task_cpu_all_tasks_s'], '{:.2f}')} | "
+                         f"{_s(v['task_user_all_tasks_s'], '{:.2f}')} | "
+                         f"{_s(v['task_sys_all_tasks_s'], '{:.2f}')} | "
                          f"{_s(v['build_wall_s'])} |")
         lines += ["", (f"Spread of the medians: tree CPU per product **{sp_tree['all']:.1%}** over "
                        f"1–8 products, **{sp_tree['n_ge_2']:.1%}** over 2–8 (both cores busy); "
-                       f"task CPU {sp_task['all']:.1%} and {sp_task['n_ge_2']:.1%} (target ≤ "
+                       f"task CPU {sp_task['all']:.1%} and {sp_task['n_ge_2']:.1%}; task user CPU "
+                       f"**{w['spread_task_user_all_tasks_s']['all']:.1%}** and "
+                       f"{w['spread_task_user_all_tasks_s']['n_ge_2']:.1%} (target ≤ "
                        f"{doc['target_spread']:.0%}).")]
     if "marginal_tree_cpu_per_product_s" in doc:
         m = doc["marginal_tree_cpu_per_product_s"]

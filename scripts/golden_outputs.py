@@ -31,7 +31,7 @@ PRODUCTS = [
     "S2A_MSIL2A_20170717T113321_N0205_R080_T29UPV_20170717T113319",
     "S2A_MSIL2A_20170717T113321_N0205_R080_T29UPA_20170717T113319",
 ]
-VOLATILE_PRODUCT_KEYS = ("cpu_s", "wall_s", "label_s", "peak_rss_mb")
+VOLATILE_PRODUCT_KEYS = ("cpu_s", "cpu_sys_s", "wall_s", "label_s", "peak_rss_mb")
 
 
 def _sha(path: Path) -> str:

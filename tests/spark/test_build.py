@@ -126,6 +126,9 @@ def test_manifest_and_atomic_layout(built_jp2):
     assert not list(out.parent.glob(f".{out.name}.tmp-*"))
     replay = BuildConfig.model_validate_json((out / "build_config.json").read_text())
     assert replay.strip_rows == 1
+    for product in on_disk["products"]:  # the task's CPU, and its kernel part
+        assert 0.0 <= product["cpu_sys_s"] <= product["cpu_s"] + 0.02, product
+        assert product["cpu_s"] > 0.0
 
 
 def _digest(ds: Path) -> dict[str, str]:

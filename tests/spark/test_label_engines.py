@@ -48,8 +48,8 @@ def _build(world: Path, out: Path, **kw) -> dict:
 
 def _manifest_core(manifest: dict) -> dict:
     doc = {k: v for k, v in manifest.items() if k not in VOLATILE}
-    doc["products"] = [{k: v for k, v in p.items() if k not in ("cpu_s", "wall_s", "label_s",
-                                                                   "peak_rss_mb")}
+    doc["products"] = [{k: v for k, v in p.items() if k not in ("cpu_s", "cpu_sys_s", "wall_s",
+                                                                   "label_s", "peak_rss_mb")}
                        for p in manifest["products"]]
     doc["config"] = {k: v for k, v in manifest["config"].items() if k not in ("label_engine", "out")}
     doc.pop("label_engine")

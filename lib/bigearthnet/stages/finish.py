@@ -147,7 +147,8 @@ def make_manifest(cfg: BuildConfig, ok: list[dict], failed: list[dict],
         "products": [
             {k: (json.loads(s[k]) if k in ("files", "counts", "clc") and s[k] else s[k])
              for k in ("product_id", "n_patches", "n_nodata", "n_cols", "n_rows", "epsg",
-                       "files", "counts", "clc", "cpu_s", "wall_s", "label_s", "peak_rss_mb")}
+                       "files", "counts", "clc", "cpu_s", "cpu_sys_s", "wall_s", "label_s",
+                       "peak_rss_mb")}
             for s in sorted(ok, key=lambda s: s["product_id"])
         ],
         "failures": failures,

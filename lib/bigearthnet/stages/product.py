@@ -9,6 +9,7 @@ Named errors are caught and returned as data, so the driver can re-raise them by
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -121,7 +122,7 @@ def build_product(task_id: int, source: ProductSource, staging: Path, cfg: Build
             engine that ran before the task (``sedona-spark``); ``None``: the task reads its
             CLC window and runs the in-task engine (``sedonadb``).
     """
-    wall0, cpu0 = time.perf_counter(), time.process_time()
+    wall0, cpu0, sys0 = time.perf_counter(), time.process_time(), os.times().system
     summary = new_summary(task_id, source.product_id)
     layout = DatasetLayout(staging)
     labeled = cfg.clc is not None
@@ -188,6 +189,6 @@ def build_product(task_id: int, source: ProductSource, staging: Path, cfg: Build
         layout.metadata_part(source.product_id).unlink(missing_ok=True)
         summary.update(status="failed", error_type=type(exc).__name__, error_message=str(exc),
                        n_patches=0, n_nodata=0)
-    summary.update(cpu_s=time.process_time() - cpu0, wall_s=time.perf_counter() - wall0,
-                   peak_rss_mb=peak_rss_mb())
+    summary.update(cpu_s=time.process_time() - cpu0, cpu_sys_s=os.times().system - sys0,
+                   wall_s=time.perf_counter() - wall0, peak_rss_mb=peak_rss_mb())
     return summary

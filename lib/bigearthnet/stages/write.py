@@ -36,10 +36,12 @@ SUMMARY_FIELDS: tuple[tuple[str, str], ...] = (
     ("error_type", "string"), ("error_message", "string"),
     ("n_patches", "long"), ("n_nodata", "long"), ("n_cols", "int"), ("n_rows", "int"),
     ("epsg", "int"), ("files", "string"), ("counts", "string"), ("clc", "string"),
-    ("histograms", "binary"), ("cpu_s", "double"), ("wall_s", "double"),
+    ("histograms", "binary"), ("cpu_s", "double"), ("cpu_sys_s", "double"), ("wall_s", "double"),
     ("label_s", "double"), ("peak_rss_mb", "double"),
 )
-"""(name, Spark DDL type) of the summary row every build or import task returns."""
+"""(name, Spark DDL type) of the summary row every build or import task returns. ``cpu_s`` is
+the task process's user + system CPU, ``cpu_sys_s`` the system (kernel) part of it: page faults
+and the file system's work for the task's reads and writes."""
 
 WGS84_SEGMENT_M = 400.0
 """Footprint edges are densified to this length before reprojection to lon/lat."""
