@@ -418,15 +418,15 @@ def render(doc: dict) -> list[str]:
         for n, v in sorted(w["sizes"].items(), key=lambda kv: int(kv[0])):
             lines.append(f"| {n} | {_s(v['tree_cpu_per_product_s'], '{:.2f}')} | "
                          f"{_s(v['task_cpu_all_tasks_s'], '{:.2f}')} | "
-                         f"{_s(v['task_user_all_tasks_s'], '{:.2f}')} | "
-                         f"{_s(v['task_sys_all_tasks_s'], '{:.2f}')} | "
+                         f"{_s(v['task_user_all_tasks_s'], '{:.2f}') if 'task_user_all_tasks_s' in v else '–'} | "
+                         f"{_s(v['task_sys_all_tasks_s'], '{:.2f}') if 'task_sys_all_tasks_s' in v else '–'} | "
                          f"{_s(v['build_wall_s'])} |")
         lines += ["", (f"Spread of the medians: tree CPU per product **{sp_tree['all']:.1%}** over "
                        f"1–8 products, **{sp_tree['n_ge_2']:.1%}** over 2–8 (both cores busy); "
-                       f"task CPU {sp_task['all']:.1%} and {sp_task['n_ge_2']:.1%}; task user CPU "
-                       f"**{w['spread_task_user_all_tasks_s']['all']:.1%}** and "
-                       f"{w['spread_task_user_all_tasks_s']['n_ge_2']:.1%} (target ≤ "
-                       f"{doc['target_spread']:.0%}).")]
+                       f"task CPU {sp_task['all']:.1%} and {sp_task['n_ge_2']:.1%}"
+                       + (f"; task user CPU **{sp_user['all']:.1%}** and {sp_user['n_ge_2']:.1%}"
+                          if (sp_user := w.get("spread_task_user_all_tasks_s")) else "")
+                       + f" (target ≤ {doc['target_spread']:.0%}).")]
     if "marginal_tree_cpu_per_product_s" in doc:
         m = doc["marginal_tree_cpu_per_product_s"]
         lines += ["", ("Marginal tree CPU per product beyond the first, (CPU(n) − CPU(1)) ÷ "
