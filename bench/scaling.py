@@ -81,10 +81,10 @@ BUILD = SPARK_TEARDOWN + textwrap.dedent("""
     import json, shutil, tempfile
     from bigearthnet.config import BuildConfig, SparkConfig
     from bigearthnet.spark.build import run_build
-    out = tempfile.mkdtemp(prefix="bench-scaling-") + "/ds"
-    m = run_build(BuildConfig(products={products!r}, out=out, spark=SparkConfig(master="local[2]")))
+    tmp = tempfile.mkdtemp(prefix="bench-scaling-")
+    m = run_build(BuildConfig(products={products!r}, out=tmp + "/ds", spark=SparkConfig(master="local[2]")))
     ps = m["products"]
-    shutil.rmtree(out)
+    shutil.rmtree(tmp)
     jvm_rc = _stop_spark_and_reap_jvm()
     print(json.dumps({{"n": len(ps), "task_cpu_s": sum(p["cpu_s"] for p in ps),
                       "task_cpu_each_s": [round(p["cpu_s"], 3) for p in ps],
@@ -127,18 +127,21 @@ WARM = textwrap.dedent("""
     spark = SparkConfig(master="local[2]")
     get_session(spark)
     root = {root!r}
-    run_build(BuildConfig(products=root + "/1", out=tempfile.mkdtemp() + "/w", spark=spark))
+    warm_up = tempfile.mkdtemp(prefix="bench-scaling-warm-")
+    run_build(BuildConfig(products=root + "/1", out=warm_up + "/w", spark=spark))
+    shutil.rmtree(warm_up)
     runs = []
     for rep in range({reps}):
         for n in ({sizes!r} if rep % 2 == 0 else {sizes!r}[::-1]):
-            out = tempfile.mkdtemp(prefix="bench-scaling-warm-") + "/ds"
+            tmp = tempfile.mkdtemp(prefix="bench-scaling-warm-")
+            out = tmp + "/ds"
             before = tree_cpu()
             m = run_build(BuildConfig(products=f"{{root}}/{{n}}", out=out, spark=spark))
             runs.append({{"n": n, "rep": rep, "tree_cpu_s": tree_cpu() - before,
                          "task_cpu_each_s": [round(p["cpu_s"], 3) for p in m["products"]],
                          "task_sys_each_s": [round(p["cpu_sys_s"], 3) for p in m["products"]],
                          "build_wall_s": m["timings_s"]["total_s"]}})
-            shutil.rmtree(out)
+            shutil.rmtree(tmp)
     _stop_spark_and_reap_jvm()
     print(json.dumps({{"runs": runs}}))
 """)
