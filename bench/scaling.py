@@ -181,30 +181,47 @@ def warm_session(root: Path, reps: int, sizes: tuple[int, ...]) -> dict:
     return doc
 
 
-CONTENTION = textwrap.dedent("""
-    import json, time
+DECODE = textwrap.dedent("""
+    import json, sys, time
     import numpy as np, rasterio
     cpu0 = time.process_time()
-    for band in ("B02", "B03", "B04", "B08", "B05", "B06"):
-        with rasterio.open(f"{folder}/{{band}}.tif") as src:
+    for band in sys.argv[2:]:
+        with rasterio.open(f"{sys.argv[1]}/{band}.tif") as src:
             float(src.read(1).astype(np.float32).sum())
-    print(json.dumps({{"cpu_s": time.process_time() - cpu0}}))
+    print(json.dumps({"cpu_s": time.process_time() - cpu0}))
 """)
+"""A fixed single-threaded workload: decode the named COG bands of a product folder and sum them;
+prints its CPU seconds."""
 
 
-def contention(reps: int = 6) -> dict:
-    """CPU time of one fixed single-threaded workload run alone, and of each of two copies run at
-    once on the two cores, alternating: how much a busy neighbour core inflates CPU time."""
+def _decode_cmd(bands: tuple[str, ...]) -> list[str]:
+    """The :data:`DECODE` command on the base product, run once to fill the page cache."""
     import subprocess
     import sys
 
     folder = scaling_products(1) / "1" / product_name(DATES[0])
-    cmd = [sys.executable, "-c", CONTENTION.format(folder=str(folder))]
-    subprocess.run(cmd, check=True, capture_output=True)  # page cache
+    cmd = [sys.executable, "-c", DECODE, str(folder), *bands]
+    subprocess.run(cmd, check=True, capture_output=True)
+    return cmd
+
+
+def _decode_cpu(cmd: list[str]) -> float:
+    import subprocess
+
+    return json.loads(subprocess.run(cmd, check=True, capture_output=True,
+                                     text=True).stdout)["cpu_s"]
+
+
+def contention(reps: int = 6) -> dict:
+    """CPU time of one fixed single-threaded workload (decode six COG bands) run alone, and of
+    each of two copies run at once on the two cores, alternating: how much a busy neighbour core
+    inflates CPU time."""
+    import subprocess
+
+    cmd = _decode_cmd(("B02", "B03", "B04", "B08", "B05", "B06"))
     alone, paired = [], []
     for _ in range(reps):
-        alone.append(json.loads(subprocess.run(cmd, check=True, capture_output=True,
-                                               text=True).stdout)["cpu_s"])
+        alone.append(_decode_cpu(cmd))
         procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(2)]
         paired += [json.loads(p.communicate()[0])["cpu_s"] for p in procs]
     doc = {"alone_cpu_s": spread(alone, 3), "paired_cpu_s": spread(paired, 3)}
@@ -212,46 +229,13 @@ def contention(reps: int = 6) -> dict:
     return doc
 
 
-NOISE = textwrap.dedent("""
-    import json, time
-    import numpy as np, rasterio
-    cpu0 = time.process_time()
-    for band in ("B02", "B03", "B04", "B08"):
-        with rasterio.open(f"{folder}/{{band}}.tif") as src:
-            float(src.read(1).astype(np.float32).sum())
-    print(json.dumps({{"cpu_s": time.process_time() - cpu0}}))
-""")
-
-
 def noise_floor(reps: int = 8) -> dict:
     """The CPU time of one fixed single-threaded workload (decode four 10 m COG bands of the base
     product and sum them), ``reps`` times, each in a fresh interpreter: how much this machine's
     CPU-time figures vary for identical work (the floor under any spread the sizes show)."""
-    import subprocess
-    import sys
-
-    folder = scaling_products(1) / "1" / product_name(DATES[0])
-    code = NOISE.format(folder=str(folder))
-    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)  # page cache
-    runs = [json.loads(subprocess.run([sys.executable, "-c", code], check=True,
-                                      capture_output=True, text=True).stdout)["cpu_s"]
-            for _ in range(reps)]
-    doc = spread(runs, 3)
+    cmd = _decode_cmd(("B02", "B03", "B04", "B08"))
+    doc = spread([_decode_cpu(cmd) for _ in range(reps)], 3)
     doc["spread"] = round(doc["max"] / doc["min"] - 1, 4)
-    return doc
-
-
-def add_noise_floor(reps: int = 8) -> dict:
-    """Measure :func:`noise_floor` and add it (and the per-task figures) to an existing
-    bench/results/scaling.json that was written without them."""
-    from common import RESULTS
-
-    doc = json.loads((RESULTS / "scaling.json").read_text())
-    doc.pop("machine", None)
-    for v in doc["sizes"].values():
-        v["task_cpu_all_tasks_s"] = spread([x for r in v["task_cpu_each_s"] for x in r], 3)
-    doc["noise_floor_cpu_s"] = noise_floor(reps)
-    write_result("scaling", doc)
     return doc
 
 
