@@ -169,7 +169,6 @@ def test_a_task_that_outlives_an_aborted_run_removes_its_uploads(s3_env):
     that removal, and the task checks it after its uploads."""
     from bigearthnet.dataset.layout import DatasetLayout
     from bigearthnet.dataset.objectstore import (
-        FAILURES,
         RUNS,
         S3FailureBoard,
         TaskStorage,
@@ -195,7 +194,7 @@ def test_a_task_that_outlives_an_aborted_run_removes_its_uploads(s3_env):
     row = storage.run(lambda folder: build(folder, abort_midway=True), Path("unused"))
     assert row["status"] == "failed" and "aborted" in row["error_message"]
     assert store.list(run_root) == {}
-    board = S3FailureBoard(storage.settings, run_root.join(FAILURES))
+    board = S3FailureBoard(storage.settings, run_root)
     board.report(0, {"task_id": 0, "status": "ok"})
     board.report(1, {"task_id": 1, "status": "failed", "error_message": "late"})
     assert store.list(run_root) == {}

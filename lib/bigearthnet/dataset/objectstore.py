@@ -171,23 +171,25 @@ class TaskStorage:
 class S3FailureBoard:
     """Failure reports of tasks under the run prefix (``on_error: fail``); the S3 twin of the
     local ``_parts/failures`` folder that :func:`bigearthnet.spark.tasks.run_indexed_tasks`
-    polls. A failed task writes ``<task_id>.json`` (its row), a good one ``<task_id>.ok``.
+    polls. A failed task writes ``<task_id>.json`` (its row), a good one ``<task_id>.ok``, under
+    ``<run_root>/_parts/failures``.
 
     Polling lists the prefix at most once a second.
     """
 
     POLL_S = 1.0
 
-    def __init__(self, settings: S3Settings, prefix: S3Uri):
-        self.settings, self.prefix = settings, prefix
+    def __init__(self, settings: S3Settings, run_root: S3Uri):
+        self.settings, self.run_root = settings, run_root
+        self.prefix = run_root.join(FAILURES)
         self._seen: dict[str, int] = {}
         self._listed_at = 0.0
 
     def __getstate__(self) -> dict:
-        return {"settings": self.settings, "prefix": self.prefix}
+        return {"settings": self.settings, "run_root": self.run_root}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["settings"], state["prefix"])
+        self.__init__(state["settings"], state["run_root"])
 
     def report(self, task_id: int, row: dict) -> None:
         """Called in the task with its row."""
@@ -198,7 +200,7 @@ class S3FailureBoard:
             doc = {k: v for k, v in row.items() if not isinstance(v, bytes | bytearray)}
             key, data = self.prefix.join(f"{task_id}.json"), json.dumps(doc, default=str).encode()
         store.write_bytes(key, data)
-        discard_if_aborted(store, self.prefix.parent.parent, [key])
+        discard_if_aborted(store, self.run_root, [key])
 
     def _listing(self, fresh: bool = False) -> dict[str, int]:
         if fresh or time.monotonic() - self._listed_at >= self.POLL_S:
@@ -254,7 +256,7 @@ class S3Build:
     def failure_board(self) -> S3FailureBoard:
         """Where tasks report failures (S3 output only)."""
         assert self.run_root is not None
-        return S3FailureBoard(self.settings, self.run_root.join(FAILURES))
+        return S3FailureBoard(self.settings, self.run_root)
 
     def pull_parts(self, staging: Path) -> None:
         """Download the tasks' metadata parts into the driver's local staging folder (the
