@@ -76,9 +76,9 @@ def _ranks_of(launcher_pid: int) -> list[int]:
         if not proc.name.isdigit():
             continue
         try:
-            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            ppid, started = int(fields[1]), int(fields[19])
             cmdline = (proc / "cmdline").read_bytes()
-            started = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[19])
         except (OSError, ValueError, IndexError):
             continue
         if ppid == launcher_pid and b"spawn_main" in cmdline and b"resource_tracker" not in cmdline:
