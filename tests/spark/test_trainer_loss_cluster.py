@@ -68,8 +68,8 @@ def _finish(proc: subprocess.Popen, timeout: float) -> str:
 
 
 def _ranks(logs: Path) -> dict[int, int]:
-    """{RANK: pid} of the training processes of this cluster (torchrun's children, started in
-    an executor's working folder under ``logs``)."""
+    """{RANK: pid} of the training processes of this cluster (the children of torchrun, which
+    ``bigearthnet.train.torchrun`` runs, started in an executor's working folder under ``logs``)."""
     ranks = {}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -81,7 +81,7 @@ def _ranks(logs: Path) -> dict[int, int]:
             environ = (proc / "environ").read_bytes().split(b"\0")
         except (OSError, ValueError, IndexError):
             continue
-        if b"torch.distributed.run" in parent and cwd.startswith(str(logs)):
+        if b"bigearthnet.train.torchrun" in parent and cwd.startswith(str(logs)):
             rank = [e for e in environ if e.startswith(b"RANK=")]
             if rank:
                 ranks[int(rank[0][5:])] = int(proc.name)

@@ -122,6 +122,25 @@ def test_unnamed_error_becomes_distributed_training_error():
         launch_local(_fail_on_rank_1, 2, threads_per_proc=1)
 
 
+def test_the_task_launcher_shortens_torchruns_exit_barrier():
+    """The agents of bigearthnet.train.torchrun wait 30 s for each other, torch's wait 300 s."""
+    probe = textwrap.dedent("""
+        from torch.distributed.elastic.agent.server.api import WorkerSpec
+        from torch.distributed.elastic.agent.server.local_elastic_agent import LocalElasticAgent
+        from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
+        from bigearthnet.train.torchrun import short_exit_barrier
+        spec = WorkerSpec(role="t", local_world_size=1, rdzv_handler=None, entrypoint="python")
+        before = LocalElasticAgent(spec, DefaultLogsSpecs())._exit_barrier_timeout
+        short_exit_barrier()
+        short_exit_barrier()  # idempotent
+        after = LocalElasticAgent(spec, DefaultLogsSpecs())._exit_barrier_timeout
+        print(before, after)
+    """)
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert [float(x) for x in out] == [300.0, 30.0]
+
+
 DRIVER = textwrap.dedent("""
     import json, sys
     from bigearthnet.train.config import TrainConfig
@@ -165,4 +184,7 @@ def test_torch_distributor_on_standalone_cluster(learnable, make_config, tmp_pat
     assert len((run / "train_log.jsonl").read_text().splitlines()) == 1
     # the training ran in the executors' processes, not in the driver
     assert "Starting executor ID driver" not in proc.stderr
+    # both tasks started torchrun through our launcher (30 s exit barrier, not torch's 300 s)
+    launched = proc.stdout + proc.stderr
+    assert launched.count("bigearthnet.train.torchrun: torch.distributed.run (exit barrier 30 s)") == 2
     assert Path(run / "result.json").is_file()

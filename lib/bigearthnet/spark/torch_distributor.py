@@ -13,10 +13,15 @@ ever trains into the run folder. A rank blocked in a collective on a dead peer f
 ``TrainConfig.dist_timeout_s``. The driver raises :class:`DistributedTrainingError` naming the
 run folder; ``--resume`` continues from the last checkpoint
 (``tests/spark/test_trainer_loss_cluster.py``).
+
+The tasks start torchrun through :mod:`bigearthnet.train.torchrun` (TorchDistributor's
+``run_pytorch_file_fn`` hook, the one its DeepSpeed subclass uses), whose agents wait seconds,
+not torch's fixed 5 minutes, for each other after the training (see that module).
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import torch
@@ -38,6 +43,22 @@ def _first_cause(exc: BaseException) -> str:
         if "Job aborted" in line or "barrier" in line:
             return line[:1000]
     return (lines[0] if lines else type(exc).__name__)[:1000]
+
+
+def run_torchrun_in_task(input_params: dict[str, Any], train_path: str, *args: Any) -> None:
+    """Run the task's training script under :mod:`bigearthnet.train.torchrun` (in the task).
+
+    TorchDistributor calls this in each barrier task instead of its own torchrun launcher; the
+    command takes TorchDistributor's torchrun arguments (nodes, rank, rendezvous endpoint).
+    """
+    from pyspark.ml.torch.distributor import TorchDistributor
+
+    torchrun_args, per_node = TorchDistributor._get_torchrun_args(
+        local_mode=input_params["local_mode"], num_processes=input_params["num_processes"])
+    cmd = [sys.executable, "-m", "bigearthnet.train.torchrun", *torchrun_args,
+           f"--nproc_per_node={per_node}", train_path, *map(str, args)]
+    TorchDistributor._execute_command(
+        cmd, log_streaming_client=input_params.get("log_streaming_client"))
 
 
 def run_torch_distributor(cfg: TrainConfig, spark: Any = None) -> dict[str, Any]:
@@ -63,7 +84,9 @@ def run_torch_distributor(cfg: TrainConfig, spark: Any = None) -> dict[str, Any]
     use_gpu = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
     distributor = TorchDistributor(num_processes=cfg.nproc, local_mode=False, use_gpu=use_gpu)
     try:
-        result = distributor.run(train_worker, cfg.model_dump_json(), worker_env(cfg))
+        # run() with our torchrun launcher: TorchDistributor.run is _run with its own one
+        result = distributor._run(train_worker, run_torchrun_in_task, cfg.model_dump_json(),
+                                  worker_env(cfg))
     except BigEarthNetError:
         raise
     except Exception as exc:
