@@ -9,7 +9,7 @@ DEMO_DIR ?= demo
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: setup demo test test-fast bench lint clean reliability
+.PHONY: setup demo test test-slow test-all test-fast bench lint clean reliability
 
 setup: $(STAMP)
 
@@ -26,7 +26,16 @@ $(STAMP): pyproject.toml requirements.lock scripts/check_java.sh conf/sedona-jar
 demo: setup
 	$(BIN)/bigearthnet run --workdir $(DEMO_DIR)
 
+# make test: everything but the tests marked slow (under 40 min on a fresh clone of 2 cores);
+# make test-slow: those (full tiles, the demo pipeline, packed environments, killed clusters,
+# Airflow end to end); CI (.ci/run) runs both, the whole suite.
 test: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-slow: setup
+	$(BIN)/python -m pytest -q -m slow
+
+test-all: setup
 	$(BIN)/python -m pytest -q
 
 test-fast: setup
