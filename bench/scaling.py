@@ -17,7 +17,9 @@ Warm: the same sizes built again in one session that already ran a build, with t
 tree's CPU taken around each build: the per-product cost without the job's start-up. Two machine
 figures frame the spreads: the noise floor (one fixed workload, repeated) and the contention
 factor (that workload alone vs. two copies at once: a 1-product build runs one task alone, larger
-builds two at once).
+builds two at once). A third, first touch, is the system CPU of filling fresh memory whose pages
+were freed a moment before vs. seconds before (this VM hands free pages back to its host), the
+cause of the tasks' varying system CPU (``python scaling.py --first-touch`` measures only it).
 """
 
 from __future__ import annotations
@@ -27,7 +29,16 @@ import shutil
 import textwrap
 from pathlib import Path
 
-from common import CACHE, SPARK_TEARDOWN, cached_world, loadavg, run_tree, spread, write_result
+from common import (
+    CACHE,
+    RESULTS,
+    SPARK_TEARDOWN,
+    cached_world,
+    loadavg,
+    run_tree,
+    spread,
+    write_result,
+)
 
 BASE = "S2A_MSIL2A_20170617T113321_N0205_R080_T29UPU_20170617T113319"
 DATES = ("20170617", "20170627", "20170707", "20170717", "20170727", "20170806", "20170816",
@@ -239,6 +250,54 @@ def noise_floor(reps: int = 8) -> dict:
     return doc
 
 
+FIRST_TOUCH = textwrap.dedent("""
+    import json, os, sys, time
+    import numpy as np
+    gib, reps, pause = float(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+
+    def touch():  # system CPU of writing gib GiB of fresh anonymous memory once
+        t0 = os.times().system
+        a = np.empty(int(gib * 2**30), np.uint8)
+        a.fill(1)
+        t = os.times().system - t0
+        del a  # munmap: back to the kernel's free lists
+        return round(t, 3)
+
+    touch()
+    hot, returned = [], []
+    for _ in range(reps):
+        hot.append(touch())  # the pages the previous touch freed a moment ago
+        time.sleep(pause)
+        returned.append(touch())  # pages freed pause s ago
+    print(json.dumps({"hot": hot, "returned": returned}))
+""")
+
+
+def first_touch(gib: float = 2.0, reps: int = 5, pause_s: float = 6.0) -> dict:
+    """System CPU of first touching ``gib`` GiB of memory: pages freed a moment before vs pages
+    freed ``pause_s`` s before. This VM hands free pages back to its host (virtio-balloon free
+    page reporting, a few seconds after they are freed); touching such a page again costs a host
+    fault, which the guest counts as system CPU of whatever touched it (a task writing into the
+    page cache, a numpy array being filled)."""
+    import datetime
+    import subprocess
+    import sys
+
+    out = json.loads(subprocess.run([sys.executable, "-c", FIRST_TOUCH, str(gib), str(reps),
+                                     str(pause_s)], check=True, capture_output=True,
+                                    text=True).stdout)
+    params = Path("/sys/module/page_reporting/parameters")
+    doc = {"gib": gib, "pause_s": pause_s, "hot_sys_s": spread(out["hot"], 3),
+           "returned_sys_s": spread(out["returned"], 3),
+           "page_reporting": params.is_dir(),
+           "measured": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")}
+    if params.is_dir():
+        doc["page_reporting_order"] = int((params / "page_reporting_order").read_text())
+    doc["returned_over_hot"] = round(doc["returned_sys_s"]["median"]
+                                     / max(doc["hot_sys_s"]["median"], 1e-3), 1)
+    return doc
+
+
 def main(reps: int = 5, sizes: tuple[int, ...] = SIZES) -> dict:
     """Build each size ``reps`` times (interleaved) and write bench/results/scaling.json."""
     root = scaling_products(max(sizes))
@@ -256,6 +315,7 @@ def main(reps: int = 5, sizes: tuple[int, ...] = SIZES) -> dict:
     doc = summarize(runs, reps)
     doc["noise_floor_cpu_s"] = noise_floor()
     doc["contention"] = contention()
+    doc["first_touch"] = first_touch()
     write_result("scaling", doc)
     doc["warm_session"] = warm_session(root, reps, sizes)
     write_result("scaling", doc)
@@ -390,6 +450,18 @@ def render(doc: dict) -> list[str]:
                        f"other core (median ratio **×{c['paired_over_alone']:.2f}**, "
                        f"{c['alone_cpu_s']['n']} reps). A build of 1 product runs one task alone; "
                        "larger builds run two at once.")]
+    if "first_touch" in doc:
+        ft = doc["first_touch"]
+        reporting = (f"free page reporting on, order {ft['page_reporting_order']}"
+                     if ft["page_reporting"] else "no free page reporting found")
+        lines += ["", (f"First touch of memory on this VM ({reporting}; measured "
+                       f"{ft['measured']}): writing {ft['gib']:g} GiB of fresh memory cost "
+                       f"{_s(ft['hot_sys_s'], '{:.2f}')} s of system CPU when its pages had been "
+                       f"freed a moment before, and {_s(ft['returned_sys_s'], '{:.2f}')} s when "
+                       f"they had been freed {ft['pause_s']:g} s before and handed back to the "
+                       f"host (median ×{ft['returned_over_hot']:g}). A task's system CPU "
+                       "(mostly its ~1.3 GB of Parquet written into the page cache) therefore "
+                       "depends on how recently the pages it gets were freed, not on the build.")]
     if "warm_session" in doc:
         w = doc["warm_session"]
         sp_tree, sp_task = w["spread_tree_cpu_per_product_s"], w["spread_task_cpu_all_tasks_s"]
@@ -426,4 +498,14 @@ def render(doc: dict) -> list[str]:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    if sys.argv[1:] == ["--first-touch"]:
+        # only this machine figure (it carries its own date), into the last results as they are
+        path = RESULTS / "scaling.json"
+        doc = json.loads(path.read_text())
+        doc["first_touch"] = first_touch()
+        path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        print(json.dumps(doc["first_touch"]))
+    else:
+        main()
