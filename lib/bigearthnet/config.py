@@ -83,6 +83,11 @@ class BuildConfig(StrictModel):
     tensor_compression: Literal["none", "zstd", "snappy"] = Field(
         "none", description="codec of the pixel tensor columns (none: fastest loading)"
     )
+    direct_io: bool = Field(
+        True, description="write the patch files with O_DIRECT, past the page cache (same bytes; "
+        "a build's CPU then does not depend on the kernel's free memory, and it does not evict "
+        "the node's page cache); buffered where the filesystem refuses O_DIRECT"
+    )
     # Labels (used when `clc` is given).
     label_rule: Literal["v1", "reben"] = Field(
         "v1", description="v1: CLC classes with intersection area > min_area_m2 (paper, 43 classes); "

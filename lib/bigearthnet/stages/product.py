@@ -43,6 +43,7 @@ from bigearthnet.stages.split import SplitRule, mark_unsplit
 from bigearthnet.stages.write import (
     SplitWriters,
     finish_summary,
+    keep_freed_heap,
     metadata_rows,
     new_summary,
     peak_rss_mb,
@@ -122,13 +123,14 @@ def build_product(task_id: int, source: ProductSource, staging: Path, cfg: Build
             engine that ran before the task (``sedona-spark``); ``None``: the task reads its
             CLC window and runs the in-task engine (``sedonadb``).
     """
+    keep_freed_heap()
     wall0, cpu0, sys0 = time.perf_counter(), time.process_time(), os.times().system
     summary = new_summary(task_id, source.product_id)
     layout = DatasetLayout(staging)
     labeled = cfg.clc is not None
     arrow_schema = (labeled_schema(cfg.reference_maps) if labeled else PATCH_SCHEMA).to_arrow()
     writers = SplitWriters(layout, source.product_id, arrow_schema, cfg.compression,
-                           cfg.tensor_compression)
+                           cfg.tensor_compression, cfg.direct_io)
     meta_tables: list[pa.Table] = []
     counts: Counter = Counter()
     hist = BandHistograms()
