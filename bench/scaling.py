@@ -19,7 +19,9 @@ figures frame the spreads: the noise floor (one fixed workload, repeated) and th
 factor (that workload alone vs. two copies at once: a 1-product build runs one task alone, larger
 builds two at once). A third, first touch, is the system CPU of filling fresh memory whose pages
 were freed a moment before vs. seconds before (this VM hands free pages back to its host), the
-cause of the tasks' varying system CPU (``python scaling.py --first-touch`` measures only it).
+cause of the tasks' varying system CPU (``python scaling.py --first-touch`` measures only it). A
+fourth, the write path, compares writing a product's worth of bytes through the page cache and
+past it (``DirectFile``), as the tasks now do (``--write-path``).
 """
 
 from __future__ import annotations
@@ -189,7 +191,15 @@ def warm_session(root: Path, reps: int, sizes: tuple[int, ...]) -> dict:
         full = [m for n, m in meds.items() if int(n) >= 2]
         doc[f"spread_{key}"] = {"all": round(max(meds.values()) / min(meds.values()) - 1, 4),
                                 "n_ge_2": round(max(full) / min(full) - 1, 4)}
-    return doc
+    return add_warm_holds(doc)
+
+
+def add_warm_holds(warm: dict) -> dict:
+    """The target check of the warm session: CPU per product over all sizes (1–8) within
+    :data:`TARGET`, for the session's tree CPU and for the tasks' CPU."""
+    warm["holds"] = {"tree": warm["spread_tree_cpu_per_product_s"]["all"] <= TARGET,
+                     "task": warm["spread_task_cpu_all_tasks_s"]["all"] <= TARGET}
+    return warm
 
 
 DECODE = textwrap.dedent("""
@@ -298,6 +308,103 @@ def first_touch(gib: float = 2.0, reps: int = 5, pause_s: float = 6.0) -> dict:
     return doc
 
 
+WRITE_PATH = textwrap.dedent("""
+    import json, os, sys, tempfile, time
+    from bigearthnet.dataset.io import DirectFile
+    mib, reps, pause, folder = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+    block = os.urandom(1 << 20) * 8  # 8 MiB of incompressible bytes, written mib // 8 times
+
+    def write(direct):
+        path = os.path.join(folder, "write-path.bin")
+        time.sleep(pause)  # the pages freed by the last round are back with the host
+        t0 = os.times()
+        with (DirectFile(path) if direct else open(path, "wb")) as f:
+            for _ in range(mib // 8):
+                f.write(block)
+        t1 = os.times()
+        os.unlink(path)
+        return {"sys_s": round(t1.system - t0.system, 3), "user_s": round(t1.user - t0.user, 3),
+                "wall_s": round(t1.elapsed - t0.elapsed, 3),
+                "direct": getattr(f, "direct", False)}
+
+    runs = {"buffered": [], "direct": []}
+    for _ in range(reps):
+        for kind in ("buffered", "direct"):
+            runs[kind].append(write(kind == "direct"))
+    print(json.dumps(runs))
+""")
+
+
+def write_path(mib: int = 1280, reps: int = 5, pause_s: float = 6.0) -> dict:
+    """System CPU and wall time of writing ``mib`` MiB (a full-size product's Parquet) to a
+    file through the page cache (``open``) and past it (:class:`~bigearthnet.dataset.io.DirectFile`,
+    what the build tasks use), interleaved, each after a pause of ``pause_s`` s: the reason the
+    tasks write with ``O_DIRECT`` on this VM (see :func:`first_touch`)."""
+    import datetime
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="bench-write-path-", dir=CACHE) as folder:
+        out = json.loads(subprocess.run([sys.executable, "-c", WRITE_PATH, str(mib), str(reps),
+                                         str(pause_s), folder], check=True, capture_output=True,
+                                        text=True).stdout)
+    doc: dict = {"mib": mib, "pause_s": pause_s,
+                 "measured": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                 "direct_taken": all(r["direct"] for r in out["direct"])}
+    for kind, rs in out.items():
+        doc[kind] = {k: spread([r[k] for r in rs], 3) for k in ("sys_s", "user_s", "wall_s")}
+    doc["buffered_over_direct"] = {
+        k: round(doc["buffered"][k]["median"] / max(doc["direct"][k]["median"], 1e-3), 1)
+        for k in ("sys_s", "wall_s")}
+    return doc
+
+
+FIRST_TASK = textwrap.dedent("""
+    import json, os, resource, shutil, sys, tempfile
+    from pathlib import Path
+    from bigearthnet.config import BuildConfig
+    from bigearthnet.dataset.layout import DatasetLayout
+    from bigearthnet.sentinel2.products import discover_products
+    from bigearthnet.stages.product import build_product
+    root, tasks = sys.argv[1], int(sys.argv[2])
+    sources = sorted(discover_products(root)[0], key=lambda s: s.product_id)[:tasks]
+    staging = Path(tempfile.mkdtemp(prefix="bench-first-task-", dir=sys.argv[3]))
+    DatasetLayout(staging).create_task_folders()
+    cfg = BuildConfig(products=root, out=str(staging / "unused"))
+    out = []
+    for i, source in enumerate(sources):  # what one Python worker does with its tasks
+        s = build_product(i, source, staging, cfg)
+        assert s["status"] == "ok", s
+        out.append({"cpu_s": round(s["cpu_s"], 3), "sys_s": round(s["cpu_sys_s"], 3),
+                    "peak_rss_mb": round(s["peak_rss_mb"], 1)})
+    shutil.rmtree(staging)
+    print(json.dumps(out))
+""")
+
+
+def worker_first_task(root: Path, procs: int = 3, tasks: int = 3) -> dict:
+    """A Python worker's first task against its later ones: ``procs`` fresh interpreters each run
+    ``build_product`` on ``tasks`` products in a row (what a reused PySpark worker does), no
+    Spark. The first task faults the worker's working set in; the later ones reuse it."""
+    import subprocess
+    import sys
+
+    runs = [json.loads(subprocess.run(
+        [sys.executable, "-c", FIRST_TASK, str(root / str(max(SIZES))), str(tasks), str(CACHE)],
+        check=True, capture_output=True, text=True).stdout) for _ in range(procs)]
+    first, later = [r[0] for r in runs], [t for r in runs for t in r[1:]]
+    doc = {"procs": procs, "tasks_per_proc": tasks}
+    for name, ts in (("first", first), ("later", later)):
+        doc[name] = {"cpu_s": spread([t["cpu_s"] for t in ts], 3),
+                     "sys_s": spread([t["sys_s"] for t in ts], 3),
+                     "user_s": spread([t["cpu_s"] - t["sys_s"] for t in ts], 3)}
+    doc["first_minus_later_cpu_s"] = round(doc["first"]["cpu_s"]["median"]
+                                           - doc["later"]["cpu_s"]["median"], 3)
+    doc["peak_rss_mb"] = max(t["peak_rss_mb"] for r in runs for t in r)
+    return doc
+
+
 def main(reps: int = 5, sizes: tuple[int, ...] = SIZES) -> dict:
     """Build each size ``reps`` times (interleaved) and write bench/results/scaling.json."""
     root = scaling_products(max(sizes))
@@ -316,6 +423,8 @@ def main(reps: int = 5, sizes: tuple[int, ...] = SIZES) -> dict:
     doc["noise_floor_cpu_s"] = noise_floor()
     doc["contention"] = contention()
     doc["first_touch"] = first_touch()
+    doc["write_path"] = write_path()
+    doc["worker_first_task"] = worker_first_task(root)
     write_result("scaling", doc)
     doc["warm_session"] = warm_session(root, reps, sizes)
     write_result("scaling", doc)
@@ -387,6 +496,16 @@ def _s(d: dict, fmt: str = "{:.1f}") -> str:
     return f"{fmt.format(d['median'])} ({fmt.format(d['min'])}–{fmt.format(d['max'])})"
 
 
+def _first_task_note(ft: dict) -> str:
+    f, later = ft["first"], ft["later"]
+    return (f". Measured apart (`worker_first_task`: {ft['procs']} fresh interpreters, each "
+            f"building {ft['tasks_per_proc']} products in a row without Spark): a worker's first "
+            f"task used {_s(f['cpu_s'], '{:.2f}')} s of CPU (system {_s(f['sys_s'], '{:.2f}')} s), "
+            f"its later tasks {_s(later['cpu_s'], '{:.2f}')} s (system "
+            f"{_s(later['sys_s'], '{:.2f}')} s): {ft['first_minus_later_cpu_s']:.2f} s more, "
+            "once per worker.")
+
+
 def render(doc: dict) -> list[str]:
     """The BENCHMARKS.md section of bench/results/scaling.json (numbers from ``doc``)."""
     lines = ["## Scaling (`bench/results/scaling.json`)", ""]
@@ -426,13 +545,20 @@ def render(doc: dict) -> list[str]:
         user = {n: v["task_user_all_tasks_s"] for n, v in doc["sizes"].items()}
         sys_ = {n: v["task_sys_all_tasks_s"] for n, v in doc["sizes"].items()}
         um = [v["median"] for v in user.values()]
+        peaks = [v["task_peak_rss_mb"] for v in doc["sizes"].values()]
         lines += ["", ("The same tasks split into user CPU (the build's own computation) and "
                        "system CPU (the kernel: page faults, page cache and file system work for "
                        "the task's reads and writes), medians: "
                        + "; ".join(f"n = {n}: user {user[n]['median']:.2f} s, system "
                                    f"{sys_[n]['median']:.2f} s" for n in
                                    sorted(user, key=int))
-                       + f". Spread of the user medians **{max(um) / min(um) - 1:.1%}**.")]
+                       + f". Spread of the user medians **{max(um) / min(um) - 1:.1%}**. "
+                       "A task that is the first of its Python worker faults in the worker's "
+                       f"working set (peak {min(peaks):,.0f}–{max(peaks):,.0f} MB) once; "
+                       "`local[2]` runs two workers, so every task of a 1- or "
+                       "2-product build is a first task, and later tasks of larger builds reuse "
+                       "the worker's memory" + (_first_task_note(doc["worker_first_task"])
+                                                if "worker_first_task" in doc else "."))]
     if "noise_floor_cpu_s" in doc:
         nf = doc["noise_floor_cpu_s"]
         lines += ["", (f"Noise floor of this machine: one fixed single-threaded workload (decode "
@@ -459,9 +585,24 @@ def render(doc: dict) -> list[str]:
                        f"{_s(ft['hot_sys_s'], '{:.2f}')} s of system CPU when its pages had been "
                        f"freed a moment before, and {_s(ft['returned_sys_s'], '{:.2f}')} s when "
                        f"they had been freed {ft['pause_s']:g} s before and handed back to the "
-                       f"host (median ×{ft['returned_over_hot']:g}). A task's system CPU "
-                       "(mostly its ~1.3 GB of Parquet written into the page cache) therefore "
-                       "depends on how recently the pages it gets were freed, not on the build.")]
+                       f"host (median ×{ft['returned_over_hot']:g}). A task that wrote its "
+                       "~1.3 GB of Parquet into the page cache, or freed and re-allocated its "
+                       "buffers, paid system CPU that depended on how recently the kernel had "
+                       "freed the pages it got, not on the build; so the tasks write past the "
+                       "page cache (`DirectFile`, `O_DIRECT`) and keep their freed heap for "
+                       "reuse.")]
+    if "write_path" in doc:
+        wp = doc["write_path"]
+        b, d = wp["buffered"], wp["direct"]
+        lines += ["", (f"Write path ({wp['measured']}, {wp['mib']:,} MiB, about one full-size "
+                       f"product's Parquet, {b['sys_s']['n']} interleaved reps, each after "
+                       f"{wp['pause_s']:g} s idle): through the page cache {_s(b['sys_s'], '{:.2f}')} "
+                       f"s of system CPU and {_s(b['wall_s'], '{:.2f}')} s wall; with "
+                       f"`DirectFile` {_s(d['sys_s'], '{:.2f}')} s and {_s(d['wall_s'], '{:.2f}')} s "
+                       f"(system CPU ×{wp['buffered_over_direct']['sys_s']:g}, wall "
+                       f"×{wp['buffered_over_direct']['wall_s']:g} in favour of `DirectFile`"
+                       + ("" if wp["direct_taken"] else "; O_DIRECT was refused, so both "
+                          "were buffered") + ").")]
     if "warm_session" in doc:
         w = doc["warm_session"]
         sp_tree, sp_task = w["spread_tree_cpu_per_product_s"], w["spread_task_cpu_all_tasks_s"]
@@ -485,7 +626,9 @@ def render(doc: dict) -> list[str]:
                        f"task CPU {sp_task['all']:.1%} and {sp_task['n_ge_2']:.1%}"
                        + (f"; task user CPU **{sp_user['all']:.1%}** and {sp_user['n_ge_2']:.1%}"
                           if (sp_user := w.get("spread_task_user_all_tasks_s")) else "")
-                       + f" (target ≤ {doc['target_spread']:.0%}).")]
+                       + f" (target ≤ {doc['target_spread']:.0%} over 1–8: tree "
+                       + ("holds" if w["holds"]["tree"] else "fails") + ", task "
+                       + ("holds" if w["holds"]["task"] else "fails") + ").")]
     if "marginal_tree_cpu_per_product_s" in doc:
         m = doc["marginal_tree_cpu_per_product_s"]
         lines += ["", ("Marginal tree CPU per product beyond the first, (CPU(n) − CPU(1)) ÷ "
@@ -500,12 +643,17 @@ def render(doc: dict) -> list[str]:
 if __name__ == "__main__":
     import sys
 
-    if sys.argv[1:] == ["--first-touch"]:
-        # only this machine figure (it carries its own date), into the last results as they are
+    figures = {"--first-touch": ("first_touch", first_touch),
+               "--write-path": ("write_path", write_path),
+               "--first-task": ("worker_first_task", lambda: worker_first_task(scaling_products()))}
+    if sys.argv[1:2] and sys.argv[1] in figures:
+        # only these machine figures (each carries its own date), into the last results as they are
         path = RESULTS / "scaling.json"
         doc = json.loads(path.read_text())
-        doc["first_touch"] = first_touch()
+        for arg in sys.argv[1:]:
+            key, measure = figures[arg]
+            doc[key] = measure()
+            print(json.dumps(doc[key]))
         path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-        print(json.dumps(doc["first_touch"]))
     else:
         main()

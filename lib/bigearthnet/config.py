@@ -150,6 +150,7 @@ class ImportConfig(StrictModel):
     split_fractions: SplitFractions = (0.6, 0.2, 0.2)
     patches_per_task: int = Field(512, ge=1)
     compression: str = "zstd"
+    direct_io: bool = Field(True, description="write the patch files with O_DIRECT (see build)")
     spark: SparkConfig = Field(default_factory=SparkConfig)
 
 
@@ -165,6 +166,7 @@ class ImportV2Config(StrictModel):
     )
     patches_per_task: int = Field(256, ge=1)
     compression: str = "zstd"
+    direct_io: bool = Field(True, description="write the patch files with O_DIRECT (see build)")
     spark: SparkConfig = Field(default_factory=SparkConfig)
 
 

@@ -120,7 +120,8 @@ def import_chunk(task_id: int, folders: list[str], staging: Path, cfg: ImportCon
     name = f"part-{task_id:05d}"
     summary = new_summary(task_id, f"chunk-{task_id:05d}")
     layout = DatasetLayout(staging)
-    writers = SplitWriters(layout, name, IMPORTED_PATCH_SCHEMA.to_arrow(), cfg.compression)
+    writers = SplitWriters(layout, name, IMPORTED_PATCH_SCHEMA.to_arrow(), cfg.compression,
+                           direct_io=cfg.direct_io)
     problems: list[dict] = []
     try:
         done, problems = read_patches(folders, lambda f: read_patch(Path(f)), lambda f: Path(f).name,

@@ -344,7 +344,8 @@ def import_chunk(task_id: int, archive: str, plan_path: str, staging: Path,
     name = f"part-{task_id:05d}"
     summary = new_summary(task_id, f"chunk-{task_id:05d}")
     layout, archive_layout = DatasetLayout(staging), RebenLayout(Path(archive))
-    writers = SplitWriters(layout, name, IMPORTED_V2_PATCH_SCHEMA.to_arrow(), cfg.compression)
+    writers = SplitWriters(layout, name, IMPORTED_V2_PATCH_SCHEMA.to_arrow(), cfg.compression,
+                           direct_io=cfg.direct_io)
     problems: list[dict] = []
     try:
         rows = pq.ParquetFile(plan_path).read_row_group(task_id).to_pylist()
