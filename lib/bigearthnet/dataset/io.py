@@ -243,9 +243,9 @@ class DirectFile(io.RawIOBase):
     A build writes ~1.3 GB of Parquet per full-size product. Written through the page cache,
     every byte lands in a freshly allocated page-cache page: on this project's VMs (free page
     reporting on) the kernel's first touch of such pages costs a host fault, so buffered writing
-    of 1.3 GB used 4.2 s of system CPU and as much wall time, against 0.05 s and 0.9 s with
-    ``O_DIRECT`` (``bench/scaling.py``'s ``write_path`` figure), and the task's CPU depended on
-    the host rather than on the build. It also keeps a build from evicting the page cache of
+    cost seconds of system CPU and wall time per product where ``O_DIRECT`` costs a tenth of a
+    second (measured: ``write_path`` in ``bench/results/scaling.json``), and the task's CPU
+    depended on the host rather than on the build. It also keeps a build from evicting the page cache of
     everything else on the node.
 
     The bytes go through one page-aligned buffer of ``buffer_bytes`` that is reused (hot memory)

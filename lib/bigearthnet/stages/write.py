@@ -68,10 +68,10 @@ def keep_freed_heap() -> bool:
     columns, Parquet pages). glibc hands every block over 128 KB–32 MB back to the kernel when it
     is freed (``mmap``/``munmap``, heap trimming), so the next allocation faults fresh pages in
     again: ~250,000 page faults per product. On VMs with free page reporting (this project's)
-    such pages cost a host fault each, and the task's system CPU varied with the host (1.2–2.4 s
-    of 9). Raising the mmap and trim thresholds to :data:`HEAP_KEEP_BYTES` keeps the freed
-    memory in the heap, where the next window reuses it: ~13,000 faults per product. The cost:
-    a Python worker stays at its peak heap (~0.7 GB for a full tile) between tasks.
+    such pages cost a host fault each, so the task's system CPU varied with the host. Raising
+    the mmap and trim thresholds to :data:`HEAP_KEEP_BYTES` keeps the freed memory in the heap,
+    where the next window reuses it: ~13,000 faults per product. The cost: a Python worker stays
+    at its peak heap (~0.6 GB for a full tile) between tasks.
 
     Returns:
         whether the setting is in force (False off glibc).
